@@ -1,0 +1,1 @@
+"""CNN Explorer: see what a convolutional neural network does to an image."""
