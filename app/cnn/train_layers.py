@@ -1,0 +1,330 @@
+"""Batched layers for learning: each layer's forward and backward side by side.
+
+Activations are (N, H, W, C) (a batch of images) or (N, D) (a batch of flat vectors). Every layer
+works in the dtype of its input: float64 for gradient checks, float32 for training. `forward`
+keeps what `backward` needs; `backward(dy)` returns dL/dx and fills `.grads` for layers with
+parameters (`.params` and `.grads` are dicts with the same keys, arrays of the same shapes).
+
+Conventions match the single-image engine (app/cnn/im2col.py): conv weights are (K, F, F, C)
+cross-correlated with a zero-padded input, max pooling pads with -inf, average pooling counts pads
+as zeros (count_include_pad), flatten is row-major with channel fastest, dense is z = W x + b.
+Softmax is not a layer here: the loss takes the logits (see softmax_cross_entropy).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+
+def _output_length(n: int, f: int, p: int, s: int) -> int:
+    return (n - f + 2 * p) // s + 1
+
+
+def _pad(x: np.ndarray, padding: int, fill: float) -> np.ndarray:
+    """(N, H, W, C) -> (N, H + 2P, W + 2P, C), new array filled with `fill` around x."""
+    if padding == 0:
+        return np.ascontiguousarray(x)
+    n, h, w, c = x.shape
+    xp = np.full((n, h + 2 * padding, w + 2 * padding, c), fill, dtype=x.dtype)
+    xp[:, padding : padding + h, padding : padding + w] = x
+    return xp
+
+
+def _unpad(xp: np.ndarray, padding: int) -> np.ndarray:
+    """(N, H + 2P, W + 2P, C) -> (N, H, W, C) view of the interior."""
+    if padding == 0:
+        return xp
+    return xp[:, padding:-padding, padding:-padding]
+
+
+class Layer:
+    """Base: a layer without parameters. Subclasses set `params`/`grads` when they learn."""
+
+    params: dict[str, np.ndarray]
+    grads: dict[str, np.ndarray]
+
+    def __init__(self) -> None:
+        self.params = {}
+        self.grads = {}
+
+    def forward(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class Conv2D(Layer):
+    """Convolution by im2col + one matmul; backward by the transposed matmul and col2im.
+
+    weights : ndarray of shape (K, F, F, C)
+    bias    : ndarray of shape (K,)
+    relu    : apply max(0, .) after the convolution (the spec's activation "relu")
+    need_input_grad : False for the first layer, whose dL/dx nobody reads (saves a col2im)
+    """
+
+    def __init__(
+        self,
+        weights: np.ndarray,
+        bias: np.ndarray,
+        stride: int = 1,
+        padding: int = 0,
+        relu: bool = False,
+        need_input_grad: bool = True,
+    ) -> None:
+        super().__init__()
+        self.params = {"weights": weights, "bias": bias}
+        self.grads = {"weights": np.zeros_like(weights), "bias": np.zeros_like(bias)}
+        self.stride, self.padding, self.relu = stride, padding, relu
+        self.need_input_grad = need_input_grad
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """x (N, H, W, C) -> y (N, Ho, Wo, K)."""
+        w, b = self.params["weights"], self.params["bias"]  # (K, F, F, C), (K,)
+        k, f, _, c = w.shape
+        s, p = self.stride, self.padding
+        n, h, wd, _ = x.shape
+        ho, wo = _output_length(h, f, p, s), _output_length(wd, f, p, s)
+        xp = _pad(x.astype(w.dtype, copy=False), p, 0.0)  # (N, Hp, Wp, C)
+        # For one output cell and kernel row fy the F*C values it reads are contiguous in xp,
+        # so the window view is (N, Ho, Wo, F, F*C) and the copy has long contiguous runs.
+        sn, sr, sc, si = xp.strides
+        windows = as_strided(
+            xp, shape=(n, ho, wo, f, f * c), strides=(sn, s * sr, s * sc, sr, si), writeable=False
+        )
+        cols = windows.reshape(n * ho * wo, f * f * c)  # (N*Ho*Wo, F*F*C), a copy
+        y = cols @ w.reshape(k, f * f * c).T  # (N*Ho*Wo, K)
+        y += b
+        y = y.reshape(n, ho, wo, k)  # (N, Ho, Wo, K)
+        if self.relu:
+            np.maximum(y, 0, out=y)
+        self._cache = (x.shape, cols, y if self.relu else None)
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        """dy (N, Ho, Wo, K) -> dx (N, H, W, C); fills grads (K, F, F, C) and (K,)."""
+        x_shape, cols, y = self._cache
+        w = self.params["weights"]  # (K, F, F, C)
+        k, f, _, c = w.shape
+        n, ho, wo, _ = dy.shape
+        if y is not None:
+            dy = dy * (y > 0)  # relu: gradient flows where the output was positive
+        dy_mat = dy.reshape(n * ho * wo, k)  # (N*Ho*Wo, K)
+        self.grads["weights"] = (dy_mat.T @ cols).reshape(w.shape)  # (K, F, F, C)
+        self.grads["bias"] = dy_mat.sum(axis=0)  # (K,)
+        if not self.need_input_grad:
+            return np.empty(0, dtype=dy.dtype)
+        dcols = (dy_mat @ w.reshape(k, f * f * c)).reshape(n, ho, wo, f, f, c)
+        # col2im: each kernel offset (fy, fx) sends its gradients back to one strided slice.
+        s, p = self.stride, self.padding
+        _, h, wd, _ = x_shape
+        dxp = np.zeros((n, h + 2 * p, wd + 2 * p, c), dtype=dy.dtype)  # (N, Hp, Wp, C)
+        span_h, span_w = s * (ho - 1) + 1, s * (wo - 1) + 1
+        for fy in range(f):
+            for fx in range(f):
+                dxp[:, fy : fy + span_h : s, fx : fx + span_w : s] += dcols[:, :, :, fy, fx]
+        return _unpad(dxp, p)
+
+
+class ReLU(Layer):
+    """max(0, x) on any shape."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """x (N, ...) -> y (N, ...)."""
+        self._mask = x > 0
+        return x * self._mask
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        """dy (N, ...) -> dx (N, ...)."""
+        return dy * self._mask
+
+
+class MaxPool2D(Layer):
+    """Max over size x size windows with stride and -inf padding, channel by channel.
+
+    The gradient goes to the first maximum in scan order (row by row), as argmax would pick.
+    """
+
+    def __init__(self, size: int, stride: int | None = None, padding: int = 0) -> None:
+        super().__init__()
+        self.size, self.stride, self.padding = size, stride or size, padding
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """x (N, H, W, C) -> y (N, Ho, Wo, C)."""
+        f, s, p = self.size, self.stride, self.padding
+        _, h, w, _ = x.shape
+        ho, wo = _output_length(h, f, p, s), _output_length(w, f, p, s)
+        xp = _pad(x, p, -np.inf)  # (N, Hp, Wp, C)
+        span_h, span_w = s * (ho - 1) + 1, s * (wo - 1) + 1
+        y = xp[:, 0:span_h:s, 0:span_w:s].copy()  # (N, Ho, Wo, C)
+        for dy in range(f):
+            for dx in range(f):
+                if dy or dx:
+                    np.maximum(y, xp[:, dy : dy + span_h : s, dx : dx + span_w : s], out=y)
+        self._cache = (xp, y)
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        """dy (N, Ho, Wo, C) -> dx (N, H, W, C)."""
+        xp, y = self._cache
+        f, s, p = self.size, self.stride, self.padding
+        _, ho, wo, _ = y.shape
+        span_h, span_w = s * (ho - 1) + 1, s * (wo - 1) + 1
+        dxp = np.zeros_like(xp)  # (N, Hp, Wp, C)
+        unclaimed = np.ones(y.shape, dtype=bool)  # (N, Ho, Wo, C): max not yet found
+        for oy in range(f):
+            for ox in range(f):
+                window = (slice(None), slice(oy, oy + span_h, s), slice(ox, ox + span_w, s))
+                winner = unclaimed & (xp[window] == y)
+                dxp[window] += dy * winner
+                unclaimed &= ~winner
+        return _unpad(dxp, p)
+
+
+class AvgPool2D(Layer):
+    """Mean over size x size windows with stride; padded cells count as zeros."""
+
+    def __init__(self, size: int, stride: int | None = None, padding: int = 0) -> None:
+        super().__init__()
+        self.size, self.stride, self.padding = size, stride or size, padding
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """x (N, H, W, C) -> y (N, Ho, Wo, C)."""
+        f, s, p = self.size, self.stride, self.padding
+        _, h, w, _ = x.shape
+        ho, wo = _output_length(h, f, p, s), _output_length(w, f, p, s)
+        xp = _pad(x, p, 0.0)  # (N, Hp, Wp, C)
+        span_h, span_w = s * (ho - 1) + 1, s * (wo - 1) + 1
+        y = xp[:, 0:span_h:s, 0:span_w:s].copy()  # (N, Ho, Wo, C)
+        for dy in range(f):
+            for dx in range(f):
+                if dy or dx:
+                    y += xp[:, dy : dy + span_h : s, dx : dx + span_w : s]
+        y *= 1.0 / (f * f)
+        self._x_shape = x.shape
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        """dy (N, Ho, Wo, C) -> dx (N, H, W, C)."""
+        f, s, p = self.size, self.stride, self.padding
+        n, h, w, c = self._x_shape
+        _, ho, wo, _ = dy.shape
+        span_h, span_w = s * (ho - 1) + 1, s * (wo - 1) + 1
+        share = dy * (1.0 / (f * f))  # (N, Ho, Wo, C): each input in the window gets 1/F^2
+        dxp = np.zeros((n, h + 2 * p, w + 2 * p, c), dtype=dy.dtype)  # (N, Hp, Wp, C)
+        for oy in range(f):
+            for ox in range(f):
+                dxp[:, oy : oy + span_h : s, ox : ox + span_w : s] += share
+        return _unpad(dxp, p)
+
+
+class GlobalMaxPool(Layer):
+    """Max over all positions per channel: (N, H, W, C) -> (N, 1, 1, C)."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """x (N, H, W, C) -> y (N, 1, 1, C)."""
+        n, h, w, c = x.shape
+        flat = x.reshape(n, h * w, c)  # (N, H*W, C)
+        self._where = flat.argmax(axis=1)  # (N, C): first maximum in scan order
+        self._x_shape = x.shape
+        return flat.max(axis=1).reshape(n, 1, 1, c)
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        """dy (N, 1, 1, C) -> dx (N, H, W, C)."""
+        n, h, w, c = self._x_shape
+        dx = np.zeros((n, h * w, c), dtype=dy.dtype)  # (N, H*W, C)
+        np.put_along_axis(dx, self._where[:, None, :], dy.reshape(n, 1, c), axis=1)
+        return dx.reshape(n, h, w, c)
+
+
+class GlobalAvgPool(Layer):
+    """Mean over all positions per channel: (N, H, W, C) -> (N, 1, 1, C)."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """x (N, H, W, C) -> y (N, 1, 1, C)."""
+        self._x_shape = x.shape
+        return x.mean(axis=(1, 2), keepdims=True)
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        """dy (N, 1, 1, C) -> dx (N, H, W, C)."""
+        n, h, w, c = self._x_shape
+        return np.broadcast_to(dy / (h * w), (n, h, w, c)).copy()
+
+
+class Flatten(Layer):
+    """(N, H, W, C) -> (N, H*W*C), row-major with channel fastest; a flat input passes through."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """x (N, ...) -> y (N, D)."""
+        self._x_shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        """dy (N, D) -> dx (N, ...)."""
+        return dy.reshape(self._x_shape)
+
+
+class Dense(Layer):
+    """z = x W^T + b, optionally followed by relu.
+
+    weights : ndarray of shape (U, D)
+    bias    : ndarray of shape (U,)
+    """
+
+    def __init__(
+        self,
+        weights: np.ndarray,
+        bias: np.ndarray,
+        relu: bool = False,
+        need_input_grad: bool = True,
+    ) -> None:
+        super().__init__()
+        self.params = {"weights": weights, "bias": bias}
+        self.grads = {"weights": np.zeros_like(weights), "bias": np.zeros_like(bias)}
+        self.relu, self.need_input_grad = relu, need_input_grad
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """x (N, D) -> y (N, U)."""
+        w, b = self.params["weights"], self.params["bias"]  # (U, D), (U,)
+        x = x.astype(w.dtype, copy=False)
+        y = x @ w.T + b  # (N, U)
+        if self.relu:
+            np.maximum(y, 0, out=y)
+        self._cache = (x, y if self.relu else None)
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        """dy (N, U) -> dx (N, D); fills grads (U, D) and (U,)."""
+        x, y = self._cache
+        if y is not None:
+            dy = dy * (y > 0)
+        self.grads["weights"] = dy.T @ x  # (U, D)
+        self.grads["bias"] = dy.sum(axis=0)  # (U,)
+        if not self.need_input_grad:
+            return np.empty(0, dtype=dy.dtype)
+        return dy @ self.params["weights"]  # (N, D)
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Stable softmax over the last axis: z (N, K) -> p (N, K), rows summing to 1."""
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean cross-entropy of softmax(logits) against integer labels, and its gradient.
+
+    logits : ndarray of shape (N, K)
+    labels : ndarray of shape (N,), ints in [0, K)
+    Returns (loss, dlogits) with dlogits (N, K) = (softmax(logits) - onehot(labels)) / N.
+    """
+    n = logits.shape[0]
+    shifted = logits - logits.max(axis=1, keepdims=True)  # (N, K)
+    log_sum = np.log(np.exp(shifted).sum(axis=1))  # (N,)
+    rows = np.arange(n)
+    loss = float(np.mean(log_sum - shifted[rows, labels]))
+    dlogits = np.exp(shifted - log_sum[:, None])  # (N, K) probabilities
+    dlogits[rows, labels] -= 1.0
+    dlogits /= n
+    return loss, dlogits

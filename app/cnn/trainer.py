@@ -1,0 +1,322 @@
+"""Mini-batch training of a NetworkSpec, and writing the learned weights back into a spec.
+
+The batched network starts from exactly the weights that app/cnn/network.py draws for the spec
+(it builds the single-image Network and copies its resolved weights), so `to_spec()` after zero
+steps gives the same numbers, and a trained spec runs unchanged in the single-image engine.
+
+X : ndarray of shape (n_ex, height, width, channels), float32 in [0, 1]
+y : ndarray of shape (n_ex,), integer class labels in [0, n_classes)
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .network import build_network
+from .optim import make_optimizer
+from .shapes import resolve_padding
+from .spec import (
+    ConvSpec,
+    DenseSpec,
+    FlattenSpec,
+    GlobalPoolSpec,
+    LayerSpec,
+    NetworkSpec,
+    PoolSpec,
+    ReluSpec,
+)
+from .train_layers import (
+    AvgPool2D,
+    Conv2D,
+    Dense,
+    Flatten,
+    GlobalAvgPool,
+    GlobalMaxPool,
+    Layer,
+    MaxPool2D,
+    ReLU,
+    softmax,
+    softmax_cross_entropy,
+)
+
+Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+class TrainError(ValueError):
+    """A network or data set that cannot be trained as asked; the message says what to change."""
+
+
+def _batched_layer(layer_spec: LayerSpec, engine_layer: object, dtype: np.dtype) -> Layer:
+    """One spec layer -> its batched counterpart, starting from the engine's resolved weights."""
+    if isinstance(layer_spec, ConvSpec):
+        padding = resolve_padding(layer_spec.padding, layer_spec.kernel_size, layer_spec.stride)
+        return Conv2D(
+            np.array(engine_layer.weights, dtype=dtype),  # (K, F, F, C)
+            np.array(engine_layer.bias, dtype=dtype),  # (K,)
+            stride=layer_spec.stride,
+            padding=padding,
+            relu=layer_spec.activation == "relu",
+        )
+    if isinstance(layer_spec, DenseSpec):
+        return Dense(
+            np.array(engine_layer.weights, dtype=dtype),  # (U, D)
+            np.array(engine_layer.bias, dtype=dtype),  # (U,)
+            relu=layer_spec.activation == "relu",
+        )
+    if isinstance(layer_spec, ReluSpec):
+        return ReLU()
+    if isinstance(layer_spec, PoolSpec):
+        pool = MaxPool2D if layer_spec.kind == "max" else AvgPool2D
+        return pool(layer_spec.size, layer_spec.effective_stride, layer_spec.padding)
+    if isinstance(layer_spec, GlobalPoolSpec):
+        return GlobalMaxPool() if layer_spec.kind == "max" else GlobalAvgPool()
+    if isinstance(layer_spec, FlattenSpec):
+        return Flatten()
+    raise TrainError(f"Layer type {getattr(layer_spec, 'type', layer_spec)!r} cannot be trained.")
+
+
+class TrainableNetwork:
+    """A NetworkSpec as batched layers with parameters, for learning.
+
+    The network's last output, taken before any softmax, is the logits (N, n_classes): a final
+    dense layer with activation "softmax" is trained through softmax_cross_entropy.
+    """
+
+    def __init__(self, spec: NetworkSpec, dtype: type = np.float32) -> None:
+        engine = build_network(spec)  # raises SpecError for an impossible network
+        for i, layer_spec in enumerate(spec.layers[:-1]):
+            if isinstance(layer_spec, DenseSpec) and layer_spec.activation == "softmax":
+                raise TrainError(
+                    f"Layer {i} (dense) uses softmax but is not the last layer; training supports "
+                    "softmax only on the final layer. Use activation 'relu' or 'none' there."
+                )
+        self.spec = spec
+        self.dtype = np.dtype(dtype)
+        self.layers = [
+            _batched_layer(s, e, self.dtype)
+            for s, e in zip(spec.layers, engine.layers, strict=True)
+        ]
+        # dL/dx is only needed below the first layer with parameters: skip the first col2im.
+        for layer in self.layers:
+            if isinstance(layer, Conv2D | Dense):
+                layer.need_input_grad = False
+                break
+        out_shape = engine.report.layers[-1].output_shape if spec.layers else ()
+        self.n_classes = math.prod(out_shape) if out_shape else 0
+        self.input_shape = (spec.input.height, spec.input.width, spec.input.channels)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """x (N, H, W, C) -> logits (N, n_classes), keeping what backward needs."""
+        out = x.astype(self.dtype, copy=False)
+        for layer in self.layers:
+            out = layer.forward(out)
+        self._out_shape = out.shape  # (N, n_classes) or (N, 1, 1, n_classes) after a global pool
+        return out.reshape(out.shape[0], -1)
+
+    def backward(self, dlogits: np.ndarray) -> None:
+        """dlogits (N, n_classes) -> fills every layer's grads."""
+        grad = dlogits.reshape(self._out_shape)
+        for layer in reversed(self.layers):
+            grad = layer.backward(grad)
+            if grad.size == 0:  # the first layer with parameters: nothing below needs dL/dx
+                break
+
+    def forward_layers(self, x: np.ndarray) -> list[np.ndarray]:
+        """x (N, H, W, C) -> every spec layer's output, batched; a final softmax is applied."""
+        outputs = []
+        out = x.astype(self.dtype, copy=False)
+        for layer in self.layers:
+            out = layer.forward(out)
+            outputs.append(out)
+        last = self.spec.layers[-1] if self.spec.layers else None
+        if isinstance(last, DenseSpec) and last.activation == "softmax":
+            outputs[-1] = softmax(outputs[-1])
+        return outputs
+
+    def predict_proba(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """x (N, H, W, C) -> class probabilities (N, n_classes), in batches."""
+        parts = [softmax(self.forward(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.n_classes), self.dtype)
+
+    def param_groups(self) -> list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+        """(params, grads) of every layer that learns, in layer order (for the optimisers)."""
+        return [(layer.params, layer.grads) for layer in self.layers if layer.params]
+
+    def to_spec(self) -> NetworkSpec:
+        """The spec with every conv/dense layer's current weights and bias (float32 copies)."""
+        layers = []
+        for layer_spec, layer in zip(self.spec.layers, self.layers, strict=True):
+            if isinstance(layer_spec, ConvSpec | DenseSpec):
+                layer_spec = replace(
+                    layer_spec,
+                    weights=layer.params["weights"].astype(np.float32),
+                    bias=layer.params["bias"].astype(np.float32),
+                )
+                if isinstance(layer_spec, ConvSpec):
+                    layer_spec = replace(layer_spec, init="he")  # weights given: init is moot
+            layers.append(layer_spec)
+        return replace(self.spec, layers=tuple(layers))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. `seed` fixes shuffling and augmentation; the spec's seed fixes the weights."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: str = "adam"  # "adam" | "sgd" (momentum 0.9)
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "cosine"  # "cosine" (decay to 0 over all steps) | "constant"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """Progress after one epoch (test_* are None when no test set was given)."""
+
+    epoch: int  # 1-based
+    epochs: int
+    loss: float  # mean training loss over the epoch's batches
+    accuracy: float  # training accuracy over the epoch (on augmented images, if any)
+    test_loss: float | None
+    test_accuracy: float | None
+    seconds: float
+    images_per_second: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The trained spec (weights filled in), one report per finished epoch, and whether stopped."""
+
+    spec: NetworkSpec
+    history: list[EpochReport] = field(default_factory=list)
+    cancelled: bool = False
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Loss and accuracy of a network on labelled images.
+
+    predictions : ndarray of shape (n_ex,), the arg-max class
+    confusion : ndarray of shape (n_classes, n_classes), rows = true class, columns = predicted
+    """
+
+    loss: float
+    accuracy: float
+    predictions: np.ndarray
+    confusion: np.ndarray
+
+
+def _check_data(net: TrainableNetwork, x: np.ndarray, y: np.ndarray) -> None:
+    if x.ndim != 4 or tuple(x.shape[1:]) != net.input_shape:
+        raise TrainError(
+            f"Images have shape {x.shape[1:]}, but the network expects {net.input_shape}."
+        )
+    if len(x) != len(y) or len(x) == 0:
+        raise TrainError(f"Need as many labels as images (and at least one): {len(x)} vs {len(y)}.")
+    if y.min() < 0 or y.max() >= net.n_classes:
+        raise TrainError(
+            f"Labels go up to {int(y.max())}, but the network has {net.n_classes} outputs; make "
+            f"the last layer output {int(y.max()) + 1} values."
+        )
+
+
+def evaluate(
+    model: NetworkSpec | TrainableNetwork, x: np.ndarray, y: np.ndarray, batch_size: int = 256
+) -> Evaluation:
+    """Loss, accuracy, predictions and confusion matrix of `model` on x (N, H, W, C), y (N,)."""
+    net = model if isinstance(model, TrainableNetwork) else TrainableNetwork(model)
+    y = np.asarray(y, dtype=np.int64)
+    _check_data(net, x, y)
+    total_loss, predictions = 0.0, []
+    for i in range(0, len(x), batch_size):
+        logits = net.forward(x[i : i + batch_size])
+        loss, _ = softmax_cross_entropy(logits, y[i : i + batch_size])
+        total_loss += loss * len(logits)
+        predictions.append(logits.argmax(axis=1))
+    pred = np.concatenate(predictions)
+    confusion = np.zeros((net.n_classes, net.n_classes), dtype=np.int64)
+    np.add.at(confusion, (y, pred), 1)
+    return Evaluation(total_loss / len(x), float(np.mean(pred == y)), pred, confusion)
+
+
+def train(
+    spec: NetworkSpec,
+    x: np.ndarray,
+    y: np.ndarray,
+    config: TrainConfig = TrainConfig(),
+    *,
+    x_test: np.ndarray | None = None,
+    y_test: np.ndarray | None = None,
+    augment: Augment | None = None,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+    on_batch: Callable[[int, int, float], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> TrainResult:
+    """Train `spec` on x (N, H, W, C), y (N,) with mini-batches; return the trained spec.
+
+    on_epoch(report) runs after every epoch; on_batch(step, total_steps, loss) after every batch.
+    Setting `cancel` stops at the next batch and returns the weights reached so far with
+    cancelled=True (the unfinished epoch gets no report).
+    """
+    net = TrainableNetwork(spec)
+    y = np.asarray(y, dtype=np.int64)
+    _check_data(net, x, y)
+    if config.epochs < 1 or config.batch_size < 1:
+        raise TrainError("epochs and batch_size must both be at least 1.")
+    optimizer = make_optimizer(
+        config.optimizer, net.param_groups(), config.learning_rate, config.weight_decay
+    )
+    rng = np.random.default_rng(config.seed)
+    steps_per_epoch = math.ceil(len(x) / config.batch_size)
+    total_steps, step = config.epochs * steps_per_epoch, 0
+    history: list[EpochReport] = []
+    for epoch in range(1, config.epochs + 1):
+        started = time.perf_counter()
+        order = rng.permutation(len(x))
+        loss_sum, correct = 0.0, 0
+        for first in range(0, len(x), config.batch_size):
+            if cancel is not None and cancel.is_set():
+                return TrainResult(net.to_spec(), history, cancelled=True)
+            batch = order[first : first + config.batch_size]
+            xb, yb = x[batch], y[batch]  # (B, H, W, C), (B,)
+            if augment is not None:
+                xb = augment(xb, rng)
+            if config.schedule == "cosine":
+                optimizer.learning_rate = (
+                    config.learning_rate * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+                )
+            logits = net.forward(xb)  # (B, n_classes)
+            loss, dlogits = softmax_cross_entropy(logits, yb)
+            net.backward(dlogits)
+            optimizer.step()
+            step += 1
+            loss_sum += loss * len(batch)
+            correct += int(np.sum(logits.argmax(axis=1) == yb))
+            if on_batch is not None:
+                on_batch(step, total_steps, loss)
+        seconds = time.perf_counter() - started
+        test = None
+        if x_test is not None and y_test is not None:
+            test = evaluate(net, x_test, y_test)
+        report = EpochReport(
+            epoch=epoch,
+            epochs=config.epochs,
+            loss=loss_sum / len(x),
+            accuracy=correct / len(x),
+            test_loss=None if test is None else test.loss,
+            test_accuracy=None if test is None else test.accuracy,
+            seconds=seconds,
+            images_per_second=len(x) / seconds if seconds > 0 else float("inf"),
+        )
+        history.append(report)
+        if on_epoch is not None:
+            on_epoch(report)
+    return TrainResult(net.to_spec(), history)
