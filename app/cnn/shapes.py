@@ -350,8 +350,11 @@ def infer_shapes(spec: NetworkSpec) -> ShapeReport:
         if not _whole(v, 1):
             msg = f"Input: {fld} must be a whole number >= 1, got {v!r}."
             issues.append(LayerIssue(None, fld, msg, f"Use {fld} 1 or more."))
+    if not _whole(spec.seed, 0):
+        msg = f"seed must be a whole number >= 0, got {spec.seed!r}."
+        issues.append(LayerIssue(None, "seed", msg, "Use seed 0 or any positive whole number."))
     per_layer = [field_issues(i, layer) for i, layer in enumerate(spec.layers)]
-    if issues:
+    if any(i.field != "seed" for i in issues):
         return ShapeReport(False, [], 0, issues + [i for found in per_layer for i in found])
     shape: Shape = (inp.height, inp.width, inp.channels)
     shapes: list[LayerShape] = []
@@ -363,7 +366,7 @@ def infer_shapes(spec: NetworkSpec) -> ShapeReport:
             break
         shapes.append(result)
         shape = result.output_shape
-    issues = [i for found in per_layer for i in found]
+    issues += [i for found in per_layer for i in found]
     total = sum(s.params for s in shapes)
     return ShapeReport(not issues, shapes, total, issues, (inp.height, inp.width, inp.channels))
 
