@@ -1,0 +1,131 @@
+"""The fast kernels against the slow loop references in tests/reference.py."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.cnn import im2col
+from app.cnn.im2col import conv2d, pool2d, relu_, softmax
+from tests import reference as ref
+
+
+@st.composite
+def conv_cases(draw):
+    h, w = draw(st.integers(1, 11)), draw(st.integers(1, 11))
+    c, k = draw(st.integers(1, 4)), draw(st.integers(1, 5))
+    p = draw(st.integers(0, 3))
+    f = draw(st.integers(1, min(h, w) + 2 * p))
+    s = draw(st.integers(1, 4))
+    seed = draw(st.integers(0, 2**32 - 1))
+    return h, w, c, k, f, s, p, seed
+
+
+@settings(max_examples=150, deadline=None)
+@given(conv_cases())
+def test_conv2d_matches_the_loop_reference_for_any_stride_padding_and_shape(case):
+    h, w, c, k, f, s, p, seed = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((h, w, c)).astype(np.float32)
+    wt = rng.standard_normal((k, f, f, c)).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    out = conv2d(x, wt, b, s, p)
+    assert out.dtype == np.float32
+    ref.assert_matches(out, ref.conv(x, wt, b, s, p))
+
+
+@pytest.mark.parametrize("budget", [1, 200, 5000])
+def test_conv2d_gives_the_same_result_when_chunked_over_output_rows(monkeypatch, budget):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((13, 10, 3)).astype(np.float32)
+    wt = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    whole = conv2d(x, wt, b, 2, 1)
+    monkeypatch.setattr(im2col, "COLUMN_BUDGET_BYTES", budget)
+    np.testing.assert_array_equal(conv2d(x, wt, b, 2, 1), whole)
+    ref.assert_matches(whole, ref.conv(x, wt, b, 2, 1))
+
+
+def test_conv2d_accepts_float64_and_non_contiguous_input():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 8, 2))[:, ::-1]  # float64, negative strides
+    wt = rng.standard_normal((2, 3, 3, 2))
+    out = conv2d(x, wt, np.zeros(2), 1, 1)
+    assert out.dtype == np.float32
+    ref.assert_matches(out, ref.conv(x, wt, np.zeros(2), 1, 1))
+
+
+def test_conv2d_refuses_weights_with_the_wrong_channel_count():
+    with pytest.raises(ValueError, match="do not fit"):
+        conv2d(
+            np.zeros((4, 4, 3), np.float32), np.zeros((1, 3, 3, 2), np.float32), np.zeros(1), 1, 0
+        )
+
+
+@st.composite
+def pool_cases(draw):
+    h, w = draw(st.integers(1, 10)), draw(st.integers(1, 10))
+    size = draw(st.integers(1, 4))
+    p = draw(st.integers(0, size // 2))
+    if size > min(h, w) + 2 * p:
+        size = min(h, w) + 2 * p
+        p = min(p, size // 2)
+    return (
+        h,
+        w,
+        draw(st.integers(1, 4)),
+        size,
+        draw(st.integers(1, 4)),
+        p,
+        draw(st.integers(0, 2**32 - 1)),
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(pool_cases(), st.sampled_from(["max", "avg"]))
+def test_pool2d_matches_the_loop_reference_for_both_kinds_with_padding(case, kind):
+    h, w, c, size, s, p, seed = case
+    x = np.random.default_rng(seed).standard_normal((h, w, c)).astype(np.float32)
+    out = pool2d(x, size, s, p, kind)
+    assert out.dtype == np.float32
+    ref.assert_matches(out, ref.pool(x, size, s, p, kind))
+
+
+def test_max_pool_padding_never_wins_even_when_every_value_is_negative():
+    x = -np.ones((4, 4, 1), np.float32) - np.arange(16, dtype=np.float32).reshape(4, 4, 1)
+    out = pool2d(x, 3, 2, 1, "max")
+    assert out.max() < 0
+    ref.assert_matches(out, ref.pool(x, 3, 2, 1, "max"))
+
+
+def test_avg_pool_counts_padding_as_zeros():
+    out = pool2d(np.ones((2, 2, 1), np.float32), 2, 2, 1, "avg")
+    np.testing.assert_allclose(out[:, :, 0], np.full((2, 2), 0.25))
+
+
+def test_pool2d_refuses_an_unknown_kind():
+    with pytest.raises(ValueError, match="max"):
+        pool2d(np.zeros((2, 2, 1), np.float32), 2, 2, 0, "median")
+
+
+def test_relu_works_in_place_and_matches_the_reference():
+    x = np.random.default_rng(1).standard_normal((5, 4, 3)).astype(np.float32)
+    expected = ref.relu(x)
+    y = relu_(x)
+    assert y is x
+    ref.assert_matches(x, expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(-80, 80, width=32), min_size=1, max_size=12))
+def test_softmax_matches_the_reference_and_sums_to_one(values):
+    z = np.array(values, np.float32)
+    p = softmax(z)
+    ref.assert_matches(p, ref.softmax(z))
+    assert abs(float(p.sum()) - 1.0) < 1e-5
+
+
+def test_softmax_is_stable_for_huge_logits():
+    p = softmax(np.array([1000.0, 1001.0, -1000.0], np.float32))
+    assert np.all(np.isfinite(p))
+    np.testing.assert_allclose(p, ref.softmax(np.array([0.0, 1.0, -2000.0])), rtol=1e-6)
