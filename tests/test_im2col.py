@@ -55,6 +55,23 @@ def test_conv2d_accepts_float64_and_non_contiguous_input():
     ref.assert_matches(out, ref.conv(x, wt, np.zeros(2), 1, 1))
 
 
+@pytest.mark.parametrize(
+    "x",
+    [
+        np.tile(np.arange(6, dtype=np.float32), (5, 1))[:, :, None],  # length-1 axis, stride 0
+        np.broadcast_to(np.arange(6, dtype=np.float32)[None, :, None], (5, 6, 2)),
+        np.arange(30, dtype=np.float32).reshape(1, 30, 1)[:, ::3],
+    ],
+)
+def test_conv2d_reads_unusually_strided_inputs_correctly(x):
+    for f, p in [(1, 0), (1, 1)]:
+        w_f = np.random.default_rng(f).standard_normal((2, f, f, x.shape[2])).astype(np.float32)
+        ref.assert_matches(conv2d(x, w_f, np.zeros(2), 1, p), ref.conv(x, w_f, np.zeros(2), 1, p))
+    if min(x.shape[:2]) >= 3:
+        w3 = np.random.default_rng(3).standard_normal((2, 3, 3, x.shape[2])).astype(np.float32)
+        ref.assert_matches(conv2d(x, w3, np.zeros(2), 1, 0), ref.conv(x, w3, np.zeros(2), 1, 0))
+
+
 def test_conv2d_refuses_weights_with_the_wrong_channel_count():
     with pytest.raises(ValueError, match="do not fit"):
         conv2d(

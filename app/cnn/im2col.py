@@ -54,7 +54,10 @@ def conv2d(
 
     # For one output cell and one kernel row fy, the F*C values it reads are contiguous in xp,
     # so the window view is (Ho, Wo, F, F*C): a long contiguous inner run makes the copy fast.
-    s_row, s_col, s_item = xp.strides
+    # Strides from the shape, not xp.strides: NumPy may report any stride (even 0) for a length-1
+    # axis of a C-contiguous array, and as_strided would then read the wrong memory.
+    s_item = xp.itemsize
+    s_col, s_row = c * s_item, xp.shape[1] * c * s_item
     windows = as_strided(
         xp,
         shape=(ho, wo, f, f * c),
