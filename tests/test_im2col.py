@@ -46,6 +46,31 @@ def test_conv2d_gives_the_same_result_when_chunked_over_output_rows(monkeypatch,
     ref.assert_matches(whole, ref.conv(x, wt, b, 2, 1))
 
 
+def _conv_by_offsets(x, w, stride, padding):
+    """An independent vectorised conv: one shifted slice per kernel offset, in float64."""
+    k, f, _, _ = w.shape
+    xp = np.pad(x.astype(np.float64), ((padding, padding), (padding, padding), (0, 0)))
+    ho = (x.shape[0] - f + 2 * padding) // stride + 1
+    wo = (x.shape[1] - f + 2 * padding) // stride + 1
+    out = np.zeros((ho, wo, k))
+    for fy in range(f):
+        for fx in range(f):
+            cells = xp[fy : fy + stride * ho : stride, fx : fx + stride * wo : stride]
+            out += cells @ w[:, fy, fx, :].T.astype(np.float64)
+    return out
+
+
+def test_a_512x512_rgb_image_through_8_7x7_stride_2_filters_is_right_in_every_chunk():
+    # (512 - 7 + 2*3)/2 + 1 = 256.5: conv2d floors like other frameworks (networks refuse it).
+    rng = np.random.default_rng(1)
+    image = rng.random((512, 512, 3), dtype=np.float32)
+    wt = rng.standard_normal((8, 7, 7, 3)).astype(np.float32)
+    b = rng.standard_normal(8).astype(np.float32)
+    out = conv2d(image, wt, b, 2, 3)
+    assert out.shape == (256, 256, 8)
+    ref.assert_matches(out, _conv_by_offsets(image, wt, 2, 3) + b)
+
+
 def test_conv2d_accepts_float64_and_non_contiguous_input():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((6, 8, 2))[:, ::-1]  # float64, negative strides
