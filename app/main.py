@@ -1,0 +1,82 @@
+"""The app factory and the `cnn-explorer` command: wiring, static files, templates, settings."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from app.api import api_router, package_version
+from app.errors import install_error_handlers
+from app.models import ModelRegistry
+from app.runs import MemoryRunStore, RenderCache
+from app.settings import Settings, get_settings
+
+log = logging.getLogger("cnn_explorer")
+
+DESCRIPTION = """
+See what a convolutional neural network does to an image, stage by stage.
+
+Describe a network (`POST /api/v1/shapes` checks its arithmetic), send an image through it
+(`POST /api/v1/forward`), then fetch each layer's maps as PNGs, its raw values as .npy and the
+computation of any single value (`.../explain`). Arrays are `[height, width, channels]`.
+"""
+
+# Multipart framing around the image and the network field.
+_MULTIPART_SLACK = 64 * 1024
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A CNN Explorer app with its own settings, run store, render cache and model registry."""
+    settings = settings or get_settings()
+    max_body = settings.max_upload_bytes + settings.max_network_bytes + _MULTIPART_SLACK
+    app = FastAPI(
+        title="CNN Explorer",
+        version=package_version(),
+        description=DESCRIPTION,
+        max_body_size=max_body,
+        form_limits={"max_part_size": settings.max_network_bytes, "max_files": 1},
+    )
+    app.dependency_overrides[get_settings] = lambda: settings
+    app.state.settings = settings
+    app.state.max_body_bytes = max_body
+    app.state.run_store = MemoryRunStore(settings.run_store_max_bytes, settings.run_ttl_seconds)
+    app.state.render_cache = RenderCache(settings.render_cache_max_bytes)
+    app.state.model_registry = ModelRegistry(settings.models_dir)
+
+    install_error_handlers(app)
+    app.include_router(api_router)
+    app.mount("/static", StaticFiles(directory=settings.static_dir, check_dir=False), name="static")
+    templates = Jinja2Templates(directory=settings.templates_dir)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index(request: Request) -> HTMLResponse:
+        """The explorer page; it reads the limits to warn before sending anything."""
+        context = {"version": package_version(), "limits": settings.public_limits()}
+        return templates.TemplateResponse(request, "index.html", context)
+
+    return app
+
+
+def serve() -> None:
+    """The `cnn-explorer` command: uvicorn with host, port and workers from the settings."""
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level.upper() if settings.log_level != "trace" else 5)
+    if settings.workers > 1:
+        log.warning(
+            "%d workers each keep their own runs in memory; a run's images may be asked of "
+            "another worker and answer 404. Use 1 worker until a shared run store exists.",
+            settings.workers,
+        )
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+    )

@@ -1,0 +1,209 @@
+"""Kept runs (a network, its input and every layer's output) and the cache of their PNGs.
+
+`RunStore` is the interface routes depend on; `MemoryRunStore` keeps runs in this process,
+bounded by bytes (least recently used dropped first) and by age (a TTL since last use). A store
+shared between workers (on disk, Redis) can implement the same four methods: everything in a Run
+but `network` is arrays and strings, and `build_network(network.spec)` remakes the network
+deterministically from its spec (given weights included).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from app.errors import RunNotFoundError, RunTooLargeError
+
+if TYPE_CHECKING:
+    from app.cnn.network import Network
+
+Clock = Callable[[], float]
+
+
+def new_run_id() -> str:
+    """16 hex characters: unguessable enough that runs need no other access control."""
+    return secrets.token_hex(8)
+
+
+@dataclass
+class Run:
+    """One forward pass, kept for the images, arrays and explanations asked of it later.
+
+    input : ndarray (H, W, C) float32, the image as the network saw it.
+    outputs : one ndarray per layer, (h, w, c) or (n,) float32.
+    """
+
+    run_id: str
+    network: Network
+    input: np.ndarray
+    outputs: list[np.ndarray]
+    labels: list[str] | None = None
+    model: str | None = None
+    nbytes: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.nbytes = int(self.input.nbytes + sum(o.nbytes for o in self.outputs))
+
+    def layer_input(self, index: int) -> np.ndarray:
+        """The array that entered layer `index`: the image for 0, else layer index-1's output."""
+        return self.input if index == 0 else self.outputs[index - 1]
+
+
+def describe_ttl(seconds: float) -> str:
+    """3600 -> "60 minutes"; 90 -> "90 seconds"."""
+    if seconds >= 120 and seconds % 60 == 0:
+        return f"{int(seconds // 60)} minutes"
+    return f"{seconds:g} seconds"
+
+
+class RunStore(Protocol):
+    """Where runs live between the forward pass and the requests for their images."""
+
+    ttl_seconds: float
+
+    def put(self, run: Run) -> None:
+        """Keep a run; may drop older ones. Raises RunTooLargeError if it can never fit."""
+
+    def get(self, run_id: str) -> Run:
+        """The run, or RunNotFoundError (unknown, expired or dropped)."""
+
+    def delete(self, run_id: str) -> None:
+        """Forget a run (no error when unknown)."""
+
+    def __len__(self) -> int: ...
+
+
+def run_not_found(run_id: str, ttl_seconds: float) -> RunNotFoundError:
+    return RunNotFoundError(
+        f"Run {run_id} is unknown or expired (runs are kept {describe_ttl(ttl_seconds)} after "
+        "their last use, fewer when memory is short); POST /api/v1/forward again."
+    )
+
+
+class MemoryRunStore:
+    """Runs in this process's memory, least recently used first out. Thread-safe.
+
+    max_bytes bounds the sum of Run.nbytes; ttl_seconds the time since a run was last put or got.
+    `clock` (monotonic seconds) is injectable so tests can move time instead of sleeping.
+    """
+
+    def __init__(self, max_bytes: int, ttl_seconds: float, clock: Clock = time.monotonic) -> None:
+        self.max_bytes = max_bytes
+        self.ttl_seconds = ttl_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._runs: OrderedDict[str, tuple[Run, float]] = OrderedDict()  # oldest use first
+        self._bytes = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._expire(self._clock())
+            return len(self._runs)
+
+    def put(self, run: Run) -> None:
+        if run.nbytes > self.max_bytes:
+            raise RunTooLargeError(
+                f"This run's arrays take {run.nbytes / 2**20:.1f} MB, more than the "
+                f"{self.max_bytes / 2**20:.1f} MB the server keeps for all runs. Use a smaller "
+                "input size or fewer filters."
+            )
+        with self._lock:
+            now = self._clock()
+            self._expire(now)
+            self._remove(run.run_id)
+            while self._runs and self._bytes + run.nbytes > self.max_bytes:
+                self._remove(next(iter(self._runs)))
+            self._runs[run.run_id] = (run, now)
+            self._bytes += run.nbytes
+
+    def get(self, run_id: str) -> Run:
+        with self._lock:
+            now = self._clock()
+            self._expire(now)
+            entry = self._runs.get(run_id)
+            if entry is None:
+                raise run_not_found(run_id, self.ttl_seconds)
+            self._runs[run_id] = (entry[0], now)
+            self._runs.move_to_end(run_id)
+            return entry[0]
+
+    def delete(self, run_id: str) -> None:
+        with self._lock:
+            self._remove(run_id)
+
+    def _remove(self, run_id: str) -> None:
+        entry = self._runs.pop(run_id, None)
+        if entry is not None:
+            self._bytes -= entry[0].nbytes
+
+    def _expire(self, now: float) -> None:
+        # Ordered by last use, so expired runs are all at the front.
+        while self._runs:
+            run_id, (_, used) = next(iter(self._runs.items()))
+            if now - used <= self.ttl_seconds:
+                break
+            self._remove(run_id)
+
+
+class RenderCache:
+    """Rendered PNG bytes by key, least recently used dropped first beyond max_bytes.
+
+    Thread-safe. Two requests for the same missing key may both render; the bytes are the same.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._items: OrderedDict[tuple, bytes] = OrderedDict()
+        self._bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: tuple) -> bytes | None:
+        with self._lock:
+            data = self._items.get(key)
+            if data is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return data
+
+    def put(self, key: tuple, data: bytes) -> None:
+        if len(data) > self.max_bytes:
+            return
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= len(old)
+            while self._items and self._bytes + len(data) > self.max_bytes:
+                _, dropped = self._items.popitem(last=False)
+                self._bytes -= len(dropped)
+            self._items[key] = data
+            self._bytes += len(data)
+
+    def get_or_render(self, key: tuple, render: Callable[[], bytes]) -> bytes:
+        """Cached bytes for key, else render() them (outside the lock) and keep them."""
+        data = self.get(key)
+        if data is None:
+            data = render()
+            self.put(key, data)
+        return data

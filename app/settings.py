@@ -1,0 +1,180 @@
+"""Every limit and knob of the server, read from CNN_EXPLORER_* environment variables.
+
+Each field's description is the documentation (the README's settings table is generated from
+these), so say what the limit protects and what a person sees when they hit it.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MB = 1024 * 1024
+_APP_DIR = Path(__file__).resolve().parent
+_REPO_DIR = _APP_DIR.parent
+
+
+def default_data_dir() -> Path:
+    """$XDG_DATA_HOME/cnn-explorer, else ~/.local/share/cnn-explorer."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "cnn-explorer"
+
+
+class Settings(BaseSettings):
+    """Server settings; each can be set with the environment variable CNN_EXPLORER_<NAME>."""
+
+    model_config = SettingsConfigDict(env_prefix="CNN_EXPLORER_", extra="ignore")
+
+    # -- serving -------------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address `cnn-explorer` listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port `cnn-explorer` listens on.")
+    workers: int = Field(
+        1,
+        ge=1,
+        description=(
+            "Uvicorn worker processes. Runs are kept in each worker's memory, so with more than "
+            "one worker a run's images may be asked of a worker that never saw it (404); keep 1 "
+            "until a shared run store is configured."
+        ),
+    )
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = Field(
+        "info", description="Uvicorn and application log level."
+    )
+
+    # -- uploads -------------------------------------------------------------------------------
+    max_upload_bytes: int = Field(
+        10 * MB,
+        ge=1,
+        description=(
+            "Largest image file accepted by POST /api/v1/forward, in bytes (default 10 MiB). "
+            "Bigger files get 413 before they are decoded."
+        ),
+    )
+    max_image_pixels: int = Field(
+        4096 * 4096,
+        ge=1,
+        description=(
+            "Largest image accepted, in pixels (width x height, default 4096x4096 = 16.8 "
+            "million), read from the file header before any pixel is decoded; bigger images "
+            "(decompression bombs included) get 413. Accepted images are then resized to the "
+            "network's input size, which max_input_side bounds."
+        ),
+    )
+    max_network_bytes: int = Field(
+        8 * MB,
+        ge=1024,
+        description=(
+            "Largest network spec accepted, in bytes of JSON (default 8 MiB), including inline "
+            "weights: the JSON body of /shapes, or the `network` form field of /forward."
+        ),
+    )
+
+    # -- networks ------------------------------------------------------------------------------
+    max_input_side: int = Field(
+        512,
+        ge=1,
+        description=(
+            "Largest network input height or width in pixels (default 512). Images of any "
+            "accepted size are resized to the input size, so this bounds the work per layer."
+        ),
+    )
+    max_layers: int = Field(32, ge=1, description="Most layers in one network (default 32).")
+    max_filters: int = Field(
+        256, ge=1, description="Most filters (output channels) in one conv layer (default 256)."
+    )
+    max_kernel_size: int = Field(
+        15, ge=1, description="Largest conv or pooling window side F (default 15)."
+    )
+    max_units: int = Field(4096, ge=1, description="Most units in one dense layer (default 4096).")
+    max_activation_bytes: int = Field(
+        256 * MB,
+        ge=1,
+        description=(
+            "Largest total size of all layer outputs of one forward pass, estimated from the "
+            "shapes as 4 bytes per float32 value (default 256 MiB). A network over it is refused "
+            "with 422 before any array is allocated."
+        ),
+    )
+    max_output_values: int = Field(
+        4096,
+        ge=1,
+        description=(
+            "Most values of the last layer returned inline in the /forward reply's "
+            "output.values (default 4096); the full array is always at its .npy URL."
+        ),
+    )
+
+    # -- runs and rendering --------------------------------------------------------------------
+    run_store_max_bytes: int = Field(
+        512 * MB,
+        ge=1,
+        description=(
+            "Memory for kept runs (input image plus every layer's output), in bytes (default "
+            "512 MiB). When full, the least recently used runs are dropped first; their URLs "
+            "then answer 404."
+        ),
+    )
+    run_ttl_seconds: float = Field(
+        3600,
+        gt=0,
+        description=(
+            "How long a run is kept after its last use, in seconds (default 3600 = 60 minutes). "
+            "Afterwards its URLs answer 404 and the image must be sent again."
+        ),
+    )
+    render_cache_max_bytes: int = Field(
+        64 * MB,
+        ge=0,
+        description=(
+            "Memory for rendered PNGs of layers and channels, in bytes (default 64 MiB); least "
+            "recently used images are dropped first and re-rendered on request. 0 disables it."
+        ),
+    )
+
+    # -- files ---------------------------------------------------------------------------------
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description=(
+            "Directory for data the server writes (default $XDG_DATA_HOME/cnn-explorer or "
+            "~/.local/share/cnn-explorer)."
+        ),
+    )
+    models_dir: Path = Field(
+        _APP_DIR / "model_files",
+        description=(
+            "Directory of preset models (`<name>.json`, optional `<name>.npz`) listed by "
+            "GET /api/v1/models (default app/model_files). A missing directory means no models."
+        ),
+    )
+    templates_dir: Path = Field(
+        _REPO_DIR / "templates", description="Jinja templates of the web page (index.html)."
+    )
+    static_dir: Path = Field(
+        _REPO_DIR / "static", description="Static files (JS, CSS) served under /static."
+    )
+
+    def public_limits(self) -> dict[str, int | float]:
+        """The limits a page or client needs to know before sending anything."""
+        return {
+            "max_upload_bytes": self.max_upload_bytes,
+            "max_image_pixels": self.max_image_pixels,
+            "max_network_bytes": self.max_network_bytes,
+            "max_input_side": self.max_input_side,
+            "max_layers": self.max_layers,
+            "max_filters": self.max_filters,
+            "max_kernel_size": self.max_kernel_size,
+            "max_units": self.max_units,
+            "max_activation_bytes": self.max_activation_bytes,
+            "run_ttl_seconds": self.run_ttl_seconds,
+        }
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (a FastAPI dependency; create_app overrides it per app)."""
+    return Settings()
