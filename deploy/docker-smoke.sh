@@ -35,7 +35,7 @@ fail() {
 
 cleanup() {
     if [ -n "$CONTAINER" ]; then
-        docker rm -f "$CONTAINER" >/dev/null 2>&1 || true
+        docker rm -f --volumes "$CONTAINER" >/dev/null 2>&1 || true  # and its anonymous /data
     fi
     if [ -n "$DOCKERD_PID" ]; then
         say "stopping the dockerd started here (pid $DOCKERD_PID)"
@@ -144,6 +144,8 @@ done
 health_seconds=$((SECONDS - run_start))
 health_body="$(curl -fsS --noproxy '*' "$BASE_URL/api/v1/health")" || fail "GET /api/v1/health"
 whoami_in="$(docker exec "$CONTAINER" id -un):$(docker exec "$CONTAINER" id -u)"
+docker exec "$CONTAINER" sh -c 'touch "$CNN_EXPLORER_DATA_DIR/.smoke" && rm "$CNN_EXPLORER_DATA_DIR/.smoke"' \
+    || fail "the data volume is not writable by $whoami_in"
 
 # ---- one real forward pass -------------------------------------------------------------------
 python3 - "$WORK/input.png" <<'EOF'
@@ -213,7 +215,7 @@ EOF
 say "OK"
 cat <<EOF
   image      $IMAGE: ${image_mb} MB, base $BASE, built in ${build_seconds} s
-  container  healthy after ${health_seconds} s on $BASE_URL, running as $whoami_in
+  container  healthy after ${health_seconds} s on $BASE_URL, running as $whoami_in, /data writable
   health     $health_body
   forward    200, run_id $run_id, $n_layers layers, last output $last_shape
   layer 0    $grid_url -> $layer_reply, $png_size
