@@ -59,11 +59,12 @@ def build_network(spec: NetworkSpec) -> Network:
 
 
 def estimate_activation_bytes(report: ShapeReport) -> int:
-    """Bytes of float32 held by one forward pass: the input plus every layer's output.
+    """Bytes a forward pass holds at its peak: the float32 input, every layer's output, plus the
+    largest temporary buffer one layer needs (a padded copy of its input and one im2col chunk).
 
-    Working memory on top of that is bounded: one padded copy of a layer's input and one im2col
-    chunk (im2col.COLUMN_BUDGET_BYTES).
+    For a memory limit; weights are extra (4 * report.total_params bytes).
     """
     cells = int(np.prod(report.input_shape)) if report.input_shape else 0
     cells += sum(int(np.prod(s.output_shape)) for s in report.layers)
-    return 4 * cells
+    scratch = max((s.scratch_bytes for s in report.layers), default=0)
+    return 4 * cells + scratch

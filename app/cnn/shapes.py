@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
+from numbers import Integral
 
 import numpy as np
 
+from . import im2col
 from .errors import LayerIssue, SpecError
 from .kernels import PRESET_KERNELS
 from .spec import (
@@ -53,16 +55,9 @@ def resolve_padding(padding: int | str, f: int, stride: int) -> int:
     if padding == "valid":
         return 0
     if padding != "same":
-        raise SpecError(
-            [
-                LayerIssue(
-                    None,
-                    "padding",
-                    f"padding {padding!r} is not a number, 'same' or 'valid'.",
-                    "Use a whole number >= 0, 'same' or 'valid'.",
-                )
-            ]
-        )
+        msg = f"padding {padding!r} is not a number, 'same' or 'valid'."
+        hint = "Use a whole number >= 0, 'same' or 'valid'."
+        raise SpecError([LayerIssue(None, "padding", msg, hint)])
     if f % 2 == 0:
         msg = f"'same' padding needs an odd kernel_size: (F-1)/2 = ({f} - 1)/2 = {(f - 1) / 2}."
         raise SpecError([LayerIssue(None, "padding", msg, f"Use kernel_size {f - 1} or {f + 1}.")])
@@ -83,6 +78,7 @@ class LayerShape:
     output_shape: Shape
     params: int
     formula: str
+    scratch_bytes: int = 0  # addition: temporary memory of forward (padded copy, im2col chunk)
 
 
 @dataclass(frozen=True)
@@ -111,27 +107,32 @@ def arithmetic(n: int, f: int, p: int, s: int) -> str:
     return f"({n} - {f} + 2*{p})/{s} + 1 = {value}"
 
 
+# Suggestion searches look at this many candidates at most, so absurd specs stay cheap to refuse.
+SEARCH_LIMIT = 256
+
+
 def _fits(sizes: tuple[int, ...], f: int, p: int, s: int) -> bool:
     return all(n + 2 * p >= f and (n - f + 2 * p) % s == 0 for n in sizes)
 
 
 def fitting_strides(sizes: tuple[int, ...], f: int, p: int) -> list[int]:
     """Strides that divide N - F + 2P for every size in `sizes` (ascending)."""
-    top = max([1] + [n - f + 2 * p for n in sizes])
+    top = min(SEARCH_LIMIT, max([1] + [n - f + 2 * p for n in sizes]))
     return [s for s in range(1, top + 1) if _fits(sizes, f, p, s)]
 
 
 def fitting_paddings(sizes: tuple[int, ...], f: int, s: int, max_p: int) -> list[int]:
     """Paddings 0..max_p giving a whole output size >= 1 for every size in `sizes` (ascending)."""
-    return [p for p in range(max_p + 1) if _fits(sizes, f, p, s)]
+    return [p for p in range(min(max_p, SEARCH_LIMIT) + 1) if _fits(sizes, f, p, s)]
 
 
 def fitting_kernel_sizes(sizes: tuple[int, ...], p: int, s: int, pool: bool = False) -> list[int]:
     """Window sizes giving a whole output size >= 1 for every size (largest first).
     Pooling windows also need padding <= size/2."""
+    top = min(sizes) + 2 * p
     return [
         f
-        for f in range(min(sizes) + 2 * p, 0, -1)
+        for f in range(top, max(0, top - SEARCH_LIMIT), -1)
         if _fits(sizes, f, p, s) and not (pool and 2 * p > f)
     ]
 
@@ -157,7 +158,7 @@ def size_advice(sizes: tuple[int, int], f: int, p: int, s: int, max_p: int, same
 
 
 def _whole(v: object, minimum: int) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= minimum
+    return isinstance(v, Integral) and not isinstance(v, bool) and v >= minimum
 
 
 def layer_name(index: int, layer: object) -> str:
@@ -294,16 +295,20 @@ def _window_layer(index: int, layer: ConvSpec | PoolSpec, shape: Shape) -> _Step
     formula = arithmetic(h, f, p, s)
     if h != w:
         formula = f"height {formula}, width {arithmetic(w, f, p, s)}"
+    padded_bytes = 4 * (h + 2 * p) * (w + 2 * p) * c if p else 0
     if not is_conv:
-        return LayerShape(
-            index, layer.type, shape, (ho, wo, c), 0, f"{formula} -> {ho}x{wo}x{c}"
-        ), []
+        out = (ho, wo, c)
+        return LayerShape(index, layer.type, shape, out, 0, f"{formula} -> {ho}x{wo}x{c}",
+                          padded_bytes), []  # fmt: skip
     k = layer.filters
     issues = _array_issues(index, name, "weights", layer.weights, (k, f, f, c), "(K, F, F, C)")
     issues += _array_issues(index, name, "bias", layer.bias, (k,), "(K,)")
     params = conv_params(f, c, k)
     formula += f" -> {ho}x{wo}x{k}; params ({f}*{f}*{c} + 1)*{k} = {params}"
-    return LayerShape(index, "conv", shape, (ho, wo, k), params, formula), issues
+    row_bytes = 4 * wo * f * f * c  # one output row of the im2col matrix
+    chunk_bytes = row_bytes * max(1, min(ho, im2col.COLUMN_BUDGET_BYTES // row_bytes))
+    scratch = padded_bytes + chunk_bytes
+    return LayerShape(index, "conv", shape, (ho, wo, k), params, formula, scratch), issues
 
 
 def _layer_shape(index: int, layer: LayerSpec, shape: Shape) -> _Step:
