@@ -1,0 +1,263 @@
+"""Rebuild the shipped trained models in app/model_files/ from fixed seeds.
+
+    python -m app.train_models                  # retrain every model and write its files
+    python -m app.train_models --only digits    # just one
+    python -m app.train_models --check          # retrain, compare accuracy with the shipped json
+
+Each model is `<name>.json` (architecture without weights, labels, test accuracy, data set, split,
+this command) and `<name>.npz` (arrays `layers.<i>.weights` and `layers.<i>.bias`, float32), the
+format that app/models.py loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from app.cnn.spec import (
+    ConvSpec,
+    DenseSpec,
+    FlattenSpec,
+    GlobalPoolSpec,
+    InputSpec,
+    LayerSpec,
+    NetworkSpec,
+    PoolSpec,
+    ReluSpec,
+)
+from app.cnn.trainer import Augment, EpochReport, TrainConfig, TrainResult, evaluate, train
+from app.datasets import Dataset, augment_digits, load_digits, load_shapes
+
+MODEL_DIR = Path(__file__).parent / "model_files"
+# Retraining on another machine may round differently in BLAS; accuracy must land this close.
+CHECK_TOLERANCE = 0.01
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that makes one shipped model: data, architecture, training settings."""
+
+    name: str
+    description: str
+    load: Callable[[], Dataset]
+    spec: NetworkSpec
+    config: TrainConfig
+    augment: Augment | None = None
+
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in (
+        Recipe(
+            name="digits",
+            description=(
+                "A small CNN that reads one handwritten digit (0-9). Input 28x28 grey, WHITE ink "
+                "on a BLACK background, pixels = value/255 (MNIST's convention; invert a dark-"
+                "on-light drawing first). It works best when the digit is centred and about 20 "
+                "of the 28 pixels tall with strokes about 2-3 pixels wide: draw on a black "
+                "square canvas with a thick white pen, leaving a margin, or pass the drawing "
+                "through app.datasets.mnist_style. Trained on 4000 MNIST digits with random "
+                "shifts, rotations, scales and thicker strokes."
+            ),
+            load=load_digits,
+            spec=NetworkSpec(
+                InputSpec(28, 28, 1),
+                (
+                    ConvSpec(16, 5, padding=2),
+                    PoolSpec("max", 2),
+                    ConvSpec(32, 5, padding=2),
+                    PoolSpec("max", 2),
+                    FlattenSpec(),
+                    DenseSpec(10, "softmax"),
+                ),
+                seed=0,
+            ),
+            config=TrainConfig(epochs=24, batch_size=32, learning_rate=2e-3, seed=0),
+            augment=augment_digits,
+        ),
+        Recipe(
+            name="shapes",
+            description=(
+                "A small CNN that names the shape in a 32x32 RGB image: circle, square, "
+                "triangle, plus or cross (an x), of any colour on a noisy background of another "
+                "colour. Its eight 5x5 first-layer filters are edge detectors you can read. "
+                "Trained on generated images (app.datasets.make_shapes)."
+            ),
+            load=load_shapes,
+            spec=NetworkSpec(
+                InputSpec(32, 32, 3),
+                (
+                    ConvSpec(8, 5, padding=2),
+                    PoolSpec("max", 2),
+                    ConvSpec(16, 3, padding=1),
+                    PoolSpec("max", 2),
+                    FlattenSpec(),
+                    DenseSpec(5, "softmax"),
+                ),
+                seed=0,
+            ),
+            config=TrainConfig(epochs=15, batch_size=32, learning_rate=2e-3, seed=0),
+        ),
+    )
+}
+
+
+def layer_to_dict(layer: LayerSpec) -> dict:
+    """One engine layer spec -> its API JSON form (API.md), without weights or bias."""
+    if isinstance(layer, ConvSpec):
+        return {
+            "type": "conv",
+            "filters": layer.filters,
+            "kernel_size": layer.kernel_size,
+            "stride": layer.stride,
+            "padding": layer.padding,
+            "activation": layer.activation,
+        }
+    if isinstance(layer, DenseSpec):
+        return {"type": "dense", "units": layer.units, "activation": layer.activation}
+    if isinstance(layer, PoolSpec):
+        return {
+            "type": layer.type,
+            "size": layer.size,
+            "stride": layer.effective_stride,
+            "padding": layer.padding,
+        }
+    if isinstance(layer, GlobalPoolSpec | FlattenSpec | ReluSpec):
+        return {"type": layer.type}
+    raise TypeError(f"unknown layer spec {layer!r}")
+
+
+def spec_to_dict(spec: NetworkSpec) -> dict:
+    """A NetworkSpec -> the API's network JSON, architecture and seed only (no arrays)."""
+    inp = spec.input
+    return {
+        "input": {"height": inp.height, "width": inp.width, "channels": inp.channels},
+        "seed": spec.seed,
+        "layers": [layer_to_dict(layer) for layer in spec.layers],
+    }
+
+
+def weight_arrays(spec: NetworkSpec) -> dict[str, np.ndarray]:
+    """{"layers.<i>.weights": (K, F, F, C) or (units, inputs), "layers.<i>.bias": ...} float32."""
+    arrays = {}
+    for i, layer in enumerate(spec.layers):
+        if isinstance(layer, ConvSpec | DenseSpec):
+            if layer.weights is None or layer.bias is None:
+                raise ValueError(f"layer {i} ({layer.type}) has no trained weights to save")
+            arrays[f"layers.{i}.weights"] = np.asarray(layer.weights, dtype=np.float32)
+            arrays[f"layers.{i}.bias"] = np.asarray(layer.bias, dtype=np.float32)
+    return arrays
+
+
+def save_model(
+    directory: Path,
+    name: str,
+    spec: NetworkSpec,
+    *,
+    description: str,
+    labels: list[str] | None,
+    accuracy: float | None,
+    test_split: str | None,
+    dataset: str | None,
+    command: str | None,
+) -> tuple[Path, Path]:
+    """Write `<name>.json` and `<name>.npz` for a trained spec; returns both paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    record = {
+        "name": name,
+        "description": description,
+        "network": spec_to_dict(spec),
+        "labels": labels,
+        "accuracy": None if accuracy is None else round(float(accuracy), 4),
+        "test_split": test_split,
+        "dataset": dataset,
+        "command": command,
+    }
+    json_path, npz_path = directory / f"{name}.json", directory / f"{name}.npz"
+    json_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    np.savez_compressed(npz_path, **weight_arrays(spec))
+    return json_path, npz_path
+
+
+def train_recipe(
+    recipe: Recipe, on_epoch: Callable[[EpochReport], None] | None = None
+) -> tuple[TrainResult, float, Dataset]:
+    """Train one recipe from its seeds; returns the result, its test accuracy and the data."""
+    data = recipe.load()
+    result = train(
+        recipe.spec,
+        data.x_train,
+        data.y_train,
+        recipe.config,
+        augment=recipe.augment,
+        on_epoch=on_epoch,
+    )
+    accuracy = evaluate(result.spec, data.x_test, data.y_test).accuracy
+    return result, accuracy, data
+
+
+def _print_epoch(name: str) -> Callable[[EpochReport], None]:
+    def report(e: EpochReport) -> None:
+        print(
+            f"  {name} epoch {e.epoch:2d}/{e.epochs}: loss {e.loss:.4f}, train accuracy "
+            f"{e.accuracy:.4f}, {e.seconds:.1f} s ({e.images_per_second:.0f} images/s)",
+            flush=True,
+        )
+
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m app.train_models",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--only", action="append", choices=sorted(RECIPES), help="model name")
+    parser.add_argument("--out", type=Path, default=MODEL_DIR, help="directory for the files")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="retrain and compare test accuracy with the shipped json; write nothing",
+    )
+    args = parser.parse_args(argv)
+    failures = 0
+    for name in args.only or list(RECIPES):
+        recipe = RECIPES[name]
+        started = time.perf_counter()
+        result, accuracy, data = train_recipe(recipe, _print_epoch(name))
+        seconds = time.perf_counter() - started
+        print(
+            f"{name}: test accuracy {accuracy:.4f} on {len(data.y_test)} images ({seconds:.0f} s)"
+        )
+        if args.check:
+            shipped = json.loads((args.out / f"{name}.json").read_text(encoding="utf-8"))
+            gap = abs(accuracy - shipped["accuracy"])
+            verdict = "ok" if gap <= CHECK_TOLERANCE else "DIFFERS"
+            print(f"{name}: shipped {shipped['accuracy']:.4f}, retrained {accuracy:.4f}: {verdict}")
+            failures += verdict != "ok"
+            continue
+        save_model(
+            args.out,
+            name,
+            result.spec,
+            description=recipe.description,
+            labels=list(data.labels),
+            accuracy=accuracy,
+            test_split=data.split,
+            dataset=data.description,
+            command=f"python -m app.train_models --only {name}",
+        )
+        print(f"{name}: wrote {args.out / name}.json and .npz")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
