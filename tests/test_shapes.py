@@ -389,3 +389,18 @@ def test_params_formulas():
     assert conv_params(5, 3, 10) == 760
     assert conv_params(1, 1, 1) == 2
     assert dense_params(48, 10) == 490
+
+
+def test_absurd_numbers_are_refused_with_suggestions_that_work():
+    spec = net(32, 32, 3, ConvSpec(2, 5, stride=3, padding=10**9))
+    issue = only_issue(infer_shapes(spec))
+    assert "keep stride 3 with padding 0 or 3" in issue.suggestion
+    for p in (0, 3):
+        assert infer_shapes(net(32, 32, 3, ConvSpec(2, 5, stride=3, padding=p))).valid
+    huge_kernel = only_issue(infer_shapes(net(32, 32, 3, ConvSpec(2, 10**9))))
+    assert huge_kernel.suggestion == "Use kernel_size 32."
+
+
+def test_numpy_integers_count_as_whole_numbers():
+    spec = NetworkSpec(InputSpec(np.int64(8), 8, 3), (ConvSpec(np.int32(2), 3),))
+    assert infer_shapes(spec).valid

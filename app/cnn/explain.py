@@ -93,21 +93,22 @@ def _global_pool(layer: GlobalPoolLayer, a: np.ndarray, c: int) -> dict[str, Any
 
 def _dense(layer: DenseLayer, a: np.ndarray, i: int) -> dict[str, Any]:
     x = a.astype(np.float64)
-    weights = layer.weights.astype(np.float64)
-    products = weights[i] * x  # (inputs,)
+    row = layer.weights[i].astype(np.float64)  # only this unit's weights: dense layers can be big
+    products = row * x  # (inputs,)
     products_sum = float(products.sum())
     bias = float(layer.bias[i])
     pre = products_sum + bias
     if layer.activation == "softmax":
-        z = weights @ x + layer.bias.astype(np.float64)
-        z[i] = pre  # the same number shown as pre_activation
+        # the other units' logits in float32 (as forward), this unit's as shown above
+        z = (layer.weights @ a.astype(np.float32) + layer.bias).astype(np.float64)
+        z[i] = pre
         e = np.exp(z - z.max())
         value = float(e[i] / e.sum())
     else:
         value = _activate(pre, layer.activation)
     order = np.argsort(-np.abs(products), kind="stable")[:TOP_CONTRIBUTIONS]
     top = [
-        {"input": int(j), "input_value": float(x[j]), "weight": float(weights[i, j]),
+        {"input": int(j), "input_value": float(x[j]), "weight": float(row[j]),
          "product": float(products[j])}
         for j in order
     ]  # fmt: skip
