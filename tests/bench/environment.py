@@ -1,0 +1,81 @@
+"""What the numbers were measured on: versions, BLAS, thread counts, OpenBLAS tuning variables."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from typing import Any
+
+import numpy as np
+
+# Variables that change which OpenBLAS kernels NumPy runs; reported, never changed.
+OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def numpy_blas_threads() -> tuple[int, str]:
+    """(threads NumPy's BLAS uses, how we know): threadpoolctl if installed, else env or cores."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        threadpool_info = None
+    if threadpool_info is not None:
+        for pool in threadpool_info():
+            if pool.get("user_api") == "blas" and "numpy" in pool.get("filepath", ""):
+                return int(pool["num_threads"]), f"threadpoolctl ({pool.get('internal_api')})"
+        for pool in threadpool_info():
+            if pool.get("user_api") == "blas":
+                return int(pool["num_threads"]), f"threadpoolctl ({pool.get('internal_api')})"
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var]), f"${var}"
+    return os.cpu_count() or 1, "os.cpu_count()"
+
+
+def _blas_details() -> dict[str, Any]:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return {}
+    for pool in threadpool_info():
+        if pool.get("user_api") == "blas":
+            keys = ("internal_api", "version", "architecture", "threading_layer", "num_threads")
+            return {key: pool.get(key) for key in keys}
+    return {}
+
+
+def load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages: other work on a shared machine shows up here."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def describe(torch_threads: int | None, torch_version: str | None) -> dict[str, Any]:
+    """Everything the report header shows, JSON-ready."""
+    blas_threads, source = numpy_blas_threads()
+    return {
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "torch": torch_version,
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "numpy_blas": _blas_details(),
+        "numpy_blas_threads": blas_threads,
+        "numpy_blas_threads_source": source,
+        "torch_threads": torch_threads,
+        "env": {var: os.environ.get(var) for var in OPENBLAS_VARS},
+        "load_before": load_average(),
+    }
