@@ -1,0 +1,65 @@
+# CNN Explorer: the two commands a fresh machine needs are `make run` and `make test`.
+# Both create .venv and install into it on first use; re-running them is cheap and safe.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# apt-get needs root; use sudo when we are not root and it exists.
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
+
+.DEFAULT_GOAL := help
+.PHONY: help run test test-fast lint format bench system-test-deps clean
+
+help:
+	@echo "make run    install runtime deps into .venv and serve http://127.0.0.1:8000"
+	@echo "make test   install test deps (Chromium via apt-get when missing) and run the whole suite"
+	@echo "make bench  forward-pass and render benchmarks against PyTorch CPU (installs torch==2.13.0)"
+	@echo "make lint   ruff check and ruff format --check"
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version.split()[0]'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Stamps are rebuilt whenever pyproject.toml changes, so new dependencies install themselves.
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@ $(VENV)/.installed-run
+
+$(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed-dev
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	@touch $@
+
+run: $(VENV)/.installed-run
+	$(BIN)/cnn-explorer
+
+system-test-deps:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		echo "Installing Debian's chromium for the browser tests"; \
+		$(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	fi
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: $(VENV)/.installed-dev system-test-deps lint
+	$(BIN)/pytest -q
+
+# Everything except the browser tests: the quick loop while editing the engine or the API.
+test-fast: $(VENV)/.installed-dev
+	$(BIN)/pytest -q -m "not e2e"
+
+bench: $(VENV)/.installed-bench
+	$(BIN)/python -m tests.bench.run
+
+format: $(VENV)/.installed-dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis bench-results tests/e2e/screenshots
