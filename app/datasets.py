@@ -265,6 +265,17 @@ def make_shapes(n: int, seed: int, size: int = 32) -> tuple[np.ndarray, np.ndarr
     return x, y
 
 
+def augment_shapes(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Mirror half the images left-right (every shape class is symmetric that way).
+
+    x : ndarray of shape (N, H, W, C). Returns a new array of the same shape.
+    """
+    flip = rng.random(len(x)) < 0.5
+    out = x.copy()
+    out[flip] = x[flip, :, ::-1]
+    return out
+
+
 def load_shapes(n: int = 5000, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     """`n` generated shape images (32x32x3), stratified split; everything fixed by `seed`."""
     x, y = make_shapes(n, seed)
