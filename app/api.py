@@ -7,6 +7,7 @@ classes of app.errors and answered in one place.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from importlib.metadata import PackageNotFoundError, version
@@ -35,11 +36,12 @@ from app.errors import (
     InvalidRequestError,
     IssueDict,
     LayerNotFoundError,
+    file_size,
     issue,
     issues_from_pydantic,
     summarize,
 )
-from app.imageio import decode_image, file_size
+from app.imageio import decode_image
 from app.models import ModelRegistry
 from app.runs import RenderCache, Run, RunStore, new_run_id
 from app.schemas import (
@@ -100,8 +102,17 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 # -- network checks ----------------------------------------------------------------------------
+def _over(index: int | None, field: str, what: str, value: int, most: int) -> IssueDict:
+    return issue(
+        index,
+        field,
+        f"{what}: {field} {value} is more than this server allows ({most}).",
+        f"Use {field} {most} or less.",
+    )
+
+
 def limit_issues(spec: NetworkSpecModel, settings: Settings) -> list[IssueDict]:
-    """This server's size limits (settings.py), checked before any shape arithmetic."""
+    """This server's size limits (settings.py) on the numbers in a spec, before any arithmetic."""
     found: list[IssueDict] = []
     side = settings.max_input_side
     for name in ("height", "width"):
@@ -125,61 +136,103 @@ def limit_issues(spec: NetworkSpecModel, settings: Settings) -> list[IssueDict]:
                 f"Remove {len(spec.layers) - settings.max_layers} layers.",
             )
         )
+    window, side = settings.max_kernel_size, settings.max_input_side
     for index, layer in enumerate(spec.layers):
         checks: list[tuple[str, int, int]] = []
         if isinstance(layer, ConvLayer):
             checks = [
                 ("filters", layer.filters, settings.max_filters),
-                ("kernel_size", layer.kernel_size, settings.max_kernel_size),
+                ("kernel_size", layer.kernel_size, window),
+                ("stride", layer.stride, side),
             ]
+            if isinstance(layer.padding, int):
+                checks.append(("padding", layer.padding, window))
         elif isinstance(layer, MaxPoolLayer | AvgPoolLayer):
-            checks = [("size", layer.size, settings.max_kernel_size)]
+            checks = [("size", layer.size, window), ("padding", layer.padding, window)]
+            checks += [("stride", layer.stride, side)] if layer.stride is not None else []
         elif isinstance(layer, DenseLayerModel):
             checks = [("units", layer.units, settings.max_units)]
-        for name, value, most in checks:
-            if value > most:
-                found.append(
-                    issue(
-                        index,
-                        name,
-                        f"Layer {index} ({layer.type}): {name} {value} is more than this server "
-                        f"allows ({most}).",
-                        f"Use {name} {most} or less.",
-                    )
-                )
+        what = f"Layer {index} ({layer.type})"
+        found += [_over(index, name, what, v, most) for name, v, most in checks if v > most]
     return found
 
 
-def activation_issue(report: ShapeReport, settings: Settings) -> tuple[int, IssueDict | None]:
-    """(estimated bytes, an issue if over max_activation_bytes) for a valid report."""
+def multiply_adds(spec: NetworkSpecModel, report: ShapeReport) -> int:
+    """Multiply-adds of one forward pass: conv Ho*Wo*K*F*F*C, dense units*inputs."""
+    total = 0
+    for shape in report.layers:
+        layer = spec.layers[shape.index]
+        if isinstance(layer, ConvLayer):
+            total += int(np.prod(shape.output_shape)) * layer.kernel_size**2 * shape.input_shape[2]
+        elif isinstance(layer, DenseLayerModel):
+            total += shape.output_shape[0] * shape.input_shape[0]
+    return total
+
+
+def cost_issues(
+    spec: NetworkSpecModel, report: ShapeReport, settings: Settings
+) -> tuple[int, list[IssueDict]]:
+    """(estimated bytes, issues) for a valid network's memory, parameters and arithmetic."""
+    found: list[IssueDict] = []
     needed = estimate_activation_bytes(report)
-    if needed <= settings.max_activation_bytes:
-        return needed, None
-    most = settings.max_activation_bytes
-    return needed, issue(
-        None,
-        None,
-        f"One forward pass would hold {needed / 2**20:.1f} MB of layer outputs (4 bytes per "
-        f"value); this server allows {most / 2**20:.1f} MB.",
-        "Use a smaller input size or fewer filters, or shrink the maps earlier with a stride "
-        "or pooling.",
-    )
+    if needed > settings.max_activation_bytes:
+        found.append(
+            issue(
+                None,
+                None,
+                f"One forward pass would need {needed / 2**20:.1f} MB (every layer's output at 4 "
+                f"bytes per value, plus working buffers); this server allows "
+                f"{settings.max_activation_bytes / 2**20:.1f} MB.",
+                "Use a smaller input size or fewer filters, or shrink the maps earlier with a "
+                "stride or pooling.",
+            )
+        )
+    if report.total_params > settings.max_params:
+        found.append(
+            issue(
+                None,
+                None,
+                f"The network has {report.total_params:,} parameters; this server allows "
+                f"{settings.max_params:,}.",
+                "Shrink the input of the dense layers (pool or stride first) or use fewer units "
+                "or filters.",
+            )
+        )
+    work = multiply_adds(spec, report)
+    if work > settings.max_multiply_adds:
+        found.append(
+            issue(
+                None,
+                None,
+                f"One forward pass would take {work / 1e9:.1f} billion multiply-adds; this "
+                f"server allows {settings.max_multiply_adds / 1e9:.1f} billion.",
+                "Use a smaller input, fewer or smaller filters, or a stride or pooling earlier.",
+            )
+        )
+    return needed, found
 
 
 def check_network(
     spec: NetworkSpecModel, settings: Settings
 ) -> tuple[ShapeReport, list[IssueDict], int | None]:
-    """(engine shape report, every problem incl. server limits, activation bytes or None)."""
+    """(shape report, every problem incl. server limits, estimated bytes or None).
+
+    The engine only sees the layers before the first one over a limit, so no arithmetic (or
+    search for a fitting stride) ever runs on numbers this server refuses.
+    """
     limits = limit_issues(spec, settings)
-    report = infer_shapes(spec.to_engine())
-    issues = limits + [issue(i.layer, i.field, i.message, i.suggestion) for i in report.issues]
-    issues.sort(key=lambda i: -1 if i["layer"] is None else i["layer"])
-    nbytes: int | None = None
-    if not issues:
-        nbytes, too_big = activation_issue(report, settings)
-        if too_big is not None:
-            issues.append(too_big)
-    return report, issues, nbytes
+    checked = len(spec.layers)
+    for found in limits:
+        checked = 0 if found["layer"] is None else min(checked, found["layer"])
+    engine_spec = spec.to_engine()
+    engine_spec = dataclasses.replace(engine_spec, layers=engine_spec.layers[:checked])
+    report = infer_shapes(engine_spec)
+    issues = [issue(i.layer, i.field, i.message, i.suggestion) for i in report.issues]
+    issues = sorted(limits + issues, key=lambda i: -1 if i["layer"] is None else i["layer"])
+    if issues:
+        return report, issues, None
+    needed, costly = cost_issues(spec, report, settings)
+    return report, costly, needed
 
 
 def parse_network_field(text: str) -> NetworkSpecModel:
@@ -224,12 +277,10 @@ def shapes(spec: NetworkSpecModel, settings: SettingsDep) -> ShapesResponse:
     gives 422.
     """
     report, issues, nbytes = check_network(spec, settings)
-    stop = len(report.layers)  # the engine already stops at its first impossible layer
+    stop = len(report.layers)  # the engine stops at its first impossible layer
     for found in issues:
         if found["layer"] is not None:
             stop = min(stop, found["layer"])
-        elif (found["field"] or "").startswith("input"):
-            stop = 0
     listed = report.layers[:stop]
     return ShapesResponse(
         valid=not issues,

@@ -96,6 +96,13 @@ class RunTooLargeError(AppError):
     status_code = 413
 
 
+def file_size(n: int) -> str:
+    """1234 -> "1.2 KB"; 10485760 -> "10.0 MB"."""
+    if n < 1024:
+        return f"{n} bytes"
+    return f"{n / 1024:.1f} KB" if n < 2**20 else f"{n / 2**20:.1f} MB"
+
+
 def issue(
     layer: int | None, field: str | None, message: str, suggestion: str | None = None
 ) -> IssueDict:
@@ -135,8 +142,23 @@ def _phrase(msg: str) -> str:
     return msg[len("Input ") :] if msg.startswith("Input should") else _lower_first(msg)
 
 
+# Names other libraries use for our layer types.
+_TYPE_ALIASES = {
+    "conv2d": "conv", "convolution": "conv", "convolutional": "conv", "pool": "maxpool",
+    "max_pool": "maxpool", "maxpool2d": "maxpool", "pooling": "maxpool", "avg_pool": "avgpool",
+    "averagepool": "avgpool", "avgpool2d": "avgpool", "linear": "dense", "fc": "dense",
+    "fullyconnected": "dense", "fully_connected": "dense", "softmax": "dense",
+    "globalaveragepool": "globalavgpool", "global_avg_pool": "globalavgpool",
+    "global_max_pool": "globalmaxpool", "adaptiveavgpool": "globalavgpool", "reshape": "flatten",
+}  # fmt: skip
+
+
 def _did_you_mean(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    options = list(choices)
+    alias = _TYPE_ALIASES.get(word.lower())
+    if alias in options:
+        return f"Did you mean {alias!r}? "
+    close = difflib.get_close_matches(word.lower(), options, n=1, cutoff=0.6)
     return f"Did you mean {close[0]!r}? " if close else ""
 
 
@@ -178,6 +200,13 @@ def issue_from_pydantic(err: Mapping[str, Any]) -> IssueDict:
             "Check for a missing comma, quote or bracket.",
         )
     if not loc:
+        if isinstance(err.get("input"), bytes):
+            return issue(
+                None,
+                None,
+                "The body must be a network spec in JSON.",
+                "Send it with the header Content-Type: application/json.",
+            )
         return issue(
             None,
             None,
@@ -237,6 +266,13 @@ def issue_from_pydantic(err: Mapping[str, Any]) -> IssueDict:
     if head in _NETWORK_KEYS or kind == "extra_forbidden":
         message, suggestion = _field_error(err, "Network", field, field, None)
         return issue(None, field, message, suggestion)
+    if field == "image":
+        return issue(
+            None,
+            field,
+            "image is required as a file." if kind == "missing" else "image must be a file.",
+            "Send multipart/form-data with the image file in a field named image.",
+        )
     if kind == "missing":
         return issue(None, field, f"{field} is required.", None)
     got = "" if err.get("input") is None else f" {_shown(err['input'])}"
@@ -282,7 +318,9 @@ async def _spec_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _explain_error(request: Request, exc: Exception) -> JSONResponse:
     message = str(exc)
-    return _reply(422, {"message": message, "errors": [issue(None, None, message)]})
+    first = message.split(" ", 1)[0]
+    field = first if first in ("y", "x", "c", "i") else None
+    return _reply(422, {"message": message, "errors": [issue(None, field, message)]})
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -297,14 +335,16 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-    if exc.status_code == 413:
-        limit = getattr(request.app.state, "max_body_bytes", None)
-        if limit is not None:
-            message = (
-                f"The request body is larger than this server accepts ({limit / 2**20:.1f} MB "
-                "including the image and the network). Send a smaller image."
-            )
-    elif exc.status_code == 404 and message == "Not Found":
+    if exc.status_code == 400 and "exceeded maximum size" in message:
+        # Starlette's multipart limit on a text field: only `network` can be that long.
+        settings = request.app.state.settings
+        limit = file_size(settings.max_network_bytes)
+        message = (
+            f"The network field is larger than this server accepts ({limit}). Leave out inline "
+            "weights, or use a preset model."
+        )
+        return _reply(413, {"message": message})
+    if exc.status_code == 404 and message == "Not Found":
         message = f"There is nothing at {request.url.path}. The API lives under /api/v1."
     return JSONResponse(
         status_code=exc.status_code, content={"detail": {"message": message}}, headers=exc.headers

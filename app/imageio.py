@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from app.errors import CorruptImageError, ImageTooLargeError, UnsupportedImageError
+from app.errors import CorruptImageError, ImageTooLargeError, UnsupportedImageError, file_size
 
 SUPPORTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 _SUPPORTED_TEXT = "PNG, JPEG, GIF, BMP, WebP or TIFF"
@@ -30,13 +30,6 @@ class DecodedImage:
     format: str
     original_size: tuple[int, int]  # (height, width) of the file
     resized: bool
-
-
-def file_size(n: int) -> str:
-    """1234 -> "1.2 KB"; 10485760 -> "10.0 MB"."""
-    if n < 1024:
-        return f"{n} bytes"
-    return f"{n / 1024:.1f} KB" if n < 2**20 else f"{n / 2**20:.1f} MB"
 
 
 def _count(n: int) -> str:

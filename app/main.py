@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 
 import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api import api_router, package_version
-from app.errors import install_error_handlers
+from app.errors import file_size, install_error_handlers
 from app.models import ModelRegistry
 from app.runs import MemoryRunStore, RenderCache
 from app.settings import Settings, get_settings
@@ -30,6 +32,47 @@ computation of any single value (`.../explain`). Arrays are `[height, width, cha
 _MULTIPART_SLACK = 64 * 1024
 
 
+class BodySizeLimit:
+    """Refuse request bodies over max_bytes with a JSON 413, before they are read.
+
+    A declared Content-Length is refused at once; a streamed body is counted as it arrives and
+    cut off with HTTPException(413), which the error handler turns into the same JSON.
+    (FastAPI's own max_body_size answers in plain text, which the API contract does not allow.)
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def message(self) -> str:
+        return (
+            f"The request body is larger than this server accepts ({file_size(self.max_bytes)} "
+            "including the image and the network). Send a smaller image."
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            response = JSONResponse({"detail": {"message": self.message()}}, status_code=413)
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise HTTPException(413, self.message())
+            return message
+
+        await self.app(scope, counted, send)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A CNN Explorer app with its own settings, run store, render cache and model registry."""
     settings = settings or get_settings()
@@ -38,17 +81,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="CNN Explorer",
         version=package_version(),
         description=DESCRIPTION,
-        max_body_size=max_body,
         form_limits={"max_part_size": settings.max_network_bytes, "max_files": 1},
     )
     app.dependency_overrides[get_settings] = lambda: settings
     app.state.settings = settings
-    app.state.max_body_bytes = max_body
     app.state.run_store = MemoryRunStore(settings.run_store_max_bytes, settings.run_ttl_seconds)
     app.state.render_cache = RenderCache(settings.render_cache_max_bytes)
     app.state.model_registry = ModelRegistry(settings.models_dir)
 
     install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=max_body)
     app.include_router(api_router)
     app.mount("/static", StaticFiles(directory=settings.static_dir, check_dir=False), name="static")
     templates = Jinja2Templates(directory=settings.templates_dir)

@@ -328,8 +328,8 @@ class ShapesResponse(BaseModel):
     errors: list[Issue] = Field(description="Why the network is invalid; empty when valid.")
     activation_bytes: int | None = Field(
         None,
-        description="Estimated memory of one forward pass (4 bytes per value of the input and "
-        "every output); null when invalid. /forward refuses more than max_activation_bytes.",
+        description="Estimated peak memory of one forward pass in bytes (4 per value of the "
+        "input and every output, plus the largest working buffer); null when invalid.",
     )
 
 

@@ -95,9 +95,26 @@ class Settings(BaseSettings):
         256 * MB,
         ge=1,
         description=(
-            "Largest total size of all layer outputs of one forward pass, estimated from the "
-            "shapes as 4 bytes per float32 value (default 256 MiB). A network over it is refused "
-            "with 422 before any array is allocated."
+            "Largest memory one forward pass may need, estimated from the shapes: 4 bytes per "
+            "float32 value of the input and every layer's output, plus the largest working "
+            "buffer (default 256 MiB). A network over it is refused with 422 (and /shapes "
+            "says valid=false) before any array is allocated."
+        ),
+    )
+    max_params: int = Field(
+        20_000_000,
+        ge=1,
+        description=(
+            "Most learnable parameters in one network (default 20 million = 80 MB of float32 "
+            "weights); more is refused with 422 (/shapes says valid=false)."
+        ),
+    )
+    max_multiply_adds: int = Field(
+        20_000_000_000,
+        ge=1,
+        description=(
+            "Most multiply-adds of one forward pass (conv Ho*Wo*K*F*F*C, dense units*inputs; "
+            "default 20 billion, tens of seconds of CPU at worst); more is refused with 422."
         ),
     )
     max_output_values: int = Field(
@@ -170,6 +187,8 @@ class Settings(BaseSettings):
             "max_kernel_size": self.max_kernel_size,
             "max_units": self.max_units,
             "max_activation_bytes": self.max_activation_bytes,
+            "max_params": self.max_params,
+            "max_multiply_adds": self.max_multiply_adds,
             "run_ttl_seconds": self.run_ttl_seconds,
         }
 
