@@ -64,11 +64,17 @@ if ! command -v debootstrap >/dev/null 2>&1; then
 fi
 
 ROOTFS="$(mktemp -d /var/tmp/cnn-explorer-base.XXXXXX)"
-cleanup() { $SUDO rm -rf "$ROOTFS"; }
+DEBOOTSTRAP_LOG="$(mktemp /var/tmp/cnn-explorer-base-debootstrap.XXXXXX.log)"
+cleanup() { $SUDO rm -rf "$ROOTFS" "$DEBOOTSTRAP_LOG"; }
 trap cleanup EXIT
 
-log "debootstrap $SUITE from $MIRROR into $ROOTFS (a few minutes)"
-$SUDO debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$ROOTFS" "$MIRROR" >&2
+log "debootstrap $SUITE from $MIRROR (about a minute)"
+if ! $SUDO debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$ROOTFS" "$MIRROR" \
+    >"$DEBOOTSTRAP_LOG" 2>&1; then
+    tail -30 "$DEBOOTSTRAP_LOG" >&2
+    log "debootstrap failed; its last lines are above"
+    exit 1
+fi
 
 # pip in the image must trust what the host trusts: a TLS-inspecting proxy signs with a CA that
 # only the host's bundle holds.
