@@ -254,6 +254,15 @@ def parse_network_field(text: str) -> NetworkSpecModel:
         raise InvalidNetworkError(summarize("The network", found_all), found_all) from None
 
 
+def network_from_field(text: str, settings: Settings) -> Network:
+    """The `network` form field -> a built Network, or InvalidNetworkError (422) saying why."""
+    spec = parse_network_field(text)
+    _, issues, _ = check_network(spec, settings)
+    if issues:
+        raise InvalidNetworkError(summarize("The network", issues), issues)
+    return build_network(spec.to_engine())
+
+
 # -- health ------------------------------------------------------------------------------------
 health_router = APIRouter(tags=["health"])
 
@@ -387,11 +396,7 @@ async def forward(
         net, labels = preset.network, preset.labels
     else:
         assert network is not None
-        spec = parse_network_field(network)
-        _, issues, _ = await run_in_threadpool(check_network, spec, settings)
-        if issues:
-            raise InvalidNetworkError(summarize("The network", issues), issues)
-        net = await run_in_threadpool(build_network, spec.to_engine())
+        net = await run_in_threadpool(network_from_field, network, settings)
 
     if image.size is not None and image.size > settings.max_upload_bytes:
         raise ImageTooLargeError(
@@ -520,11 +525,15 @@ async def channel_png(
 async def layer_npy(run_id: str, index: int, store: StoreDep):
     """Layer `index`'s output as a NumPy .npy file: float32 [h, w, c] or [n]."""
     out = _layer_output(store.get(run_id), index)
-    buf = io.BytesIO()
-    np.save(buf, out, allow_pickle=False)
+
+    def encode() -> bytes:
+        buf = io.BytesIO()
+        np.save(buf, out, allow_pickle=False)
+        return buf.getvalue()
+
     disposition = f'attachment; filename="{run_id}-layer{index}.npy"'
     return Response(
-        buf.getvalue(),
+        await run_in_threadpool(encode),
         media_type="application/octet-stream",
         headers={"Content-Disposition": disposition},
     )

@@ -2,7 +2,9 @@
 
 A model is `<models_dir>/<name>.json`:
     {"name": "<name>", "description": str, "network": <network spec>, "labels": [str] | null,
-     "accuracy": float | null, "dataset": str | null, "command": str | null}
+     "accuracy": float | null, "test_split": str | null, "dataset": str | null,
+     "command": str | null}
+Other top-level keys are ignored with a warning (a newer trainer may add metadata).
 Weights are either inline in the network spec, or in `<name>.npz` next to it with the arrays
 `layers.<i>.weights` and `layers.<i>.bias` for layer index i (conv (K, F, F, C), dense
 (units, inputs); float32). A file that does not load is a packaging bug: loading raises
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +27,7 @@ from app.cnn import Network, NetworkSpec, SpecError, build_network
 from app.errors import ModelNotFoundError, issues_from_pydantic
 from app.schemas import NetworkSpecModel, PresetModelInfo
 
+log = logging.getLogger("cnn_explorer")
 _NPZ_KEY = re.compile(r"^layers\.(\d+)\.(weights|bias)$")
 
 
@@ -34,13 +38,14 @@ class ModelFileError(RuntimeError):
 class ModelFile(BaseModel):
     """The JSON file of one preset model."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="allow")
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str
     network: NetworkSpecModel
     labels: list[str] | None = None
     accuracy: float | None = Field(None, ge=0, le=1)
+    test_split: str | None = None
     dataset: str | None = None
     command: str | None = None
 
@@ -69,6 +74,7 @@ class PresetModel:
             network=NetworkSpecModel.model_validate(bare),
             labels=self.file.labels,
             accuracy=self.file.accuracy,
+            test_split=self.file.test_split,
             dataset=self.file.dataset,
             command=self.file.command,
         )
@@ -104,6 +110,8 @@ def load_model(json_path: Path) -> PresetModel:
     except ValidationError as e:
         problems = "; ".join(i["message"] for i in issues_from_pydantic(e.errors()))
         raise ModelFileError(f"{json_path}: {problems}") from e
+    if file.model_extra:
+        log.warning("%s: ignoring unknown keys %s", json_path, sorted(file.model_extra))
     if file.name != json_path.stem:
         raise ModelFileError(f"{json_path}: name {file.name!r} differs from the file name.")
     spec = file.network.to_engine()

@@ -49,6 +49,9 @@ class Run:
     nbytes: int = field(init=False)
 
     def __post_init__(self) -> None:
+        # Runs are read by many requests at once: make accidental writes fail loudly.
+        for a in (self.input, *self.outputs):
+            a.flags.writeable = False
         self.nbytes = int(self.input.nbytes + sum(o.nbytes for o in self.outputs))
 
     def layer_input(self, index: int) -> np.ndarray:

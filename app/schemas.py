@@ -467,5 +467,6 @@ class PresetModelInfo(BaseModel):
     )
     labels: list[str] | None = Field(description="Class names of the outputs, or null.")
     accuracy: float | None = Field(None, description="Test accuracy, 0..1.")
+    test_split: str | None = Field(None, description="How the test set was held out.")
     dataset: str | None = Field(None, description="What it was trained on.")
     command: str | None = Field(None, description="The command that trained it.")

@@ -18,6 +18,7 @@ from app.models import ModelFileError, ModelRegistry
 from app.render import grid_layout
 from app.runs import MemoryRunStore
 from app.schemas import NetworkSpecModel
+from app.settings import Settings
 from tests.conftest import WORKED_EXAMPLE, client_for, encode, huge_png_header, random_pixels
 
 pytestmark = pytest.mark.anyio
@@ -352,11 +353,14 @@ async def test_explain_on_relu_and_global_pool_layers(client, png_bytes):
     )
     body = (await forward(client, png_bytes, network)).json()
     assert body["output"]["probabilities"] is None and body["output"]["top"] is None
-    relu, gap = body["layers"][1:]
+    conv, relu, gap = body["layers"]
+    z = npy((await client.get(conv["array_url"])).content)
     r = npy((await client.get(relu["array_url"])).content)
+    assert z.min() < 0 and r.min() == 0  # each layer's output is kept as it was
+    np.testing.assert_array_equal(r, np.maximum(z, 0))
     e = (await client.get(relu["explain_url"], params={"y": 5, "x": 6, "c": 1})).json()
     assert e["type"] == "relu" and e["value"] == pytest.approx(float(r[5, 6, 1]))
-    assert e["value"] == max(e["input"], 0.0)
+    assert e["input"] == pytest.approx(float(z[5, 6, 1])) and e["value"] == max(e["input"], 0)
     g = npy((await client.get(gap["array_url"])).content)
     e = (await client.get(gap["explain_url"], params={"y": 0, "x": 0, "c": 2})).json()
     assert e["type"] == "globalavgpool" and e["value"] == pytest.approx(float(g[0, 0, 2]))
@@ -693,3 +697,15 @@ async def test_an_image_sent_as_text_is_422_saying_to_attach_a_file(client):
     assert r.status_code == 422
     (err,) = detail(r)["errors"]
     assert err["field"] == "image" and "multipart/form-data" in err["suggestion"]
+
+
+def test_the_shipped_model_files_load():
+    shipped = Settings().models_dir
+    if not list(shipped.glob("*.json")):
+        pytest.skip("no models are shipped yet")
+    registry = ModelRegistry(shipped)
+    for model in registry.list():
+        info = model.info()
+        assert all(lay.weights is None for lay in info.network.layers if hasattr(lay, "weights"))
+        out = model.network.report.layers[-1].output_shape
+        assert model.labels is None or len(model.labels) == out[0]
