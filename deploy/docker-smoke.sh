@@ -147,6 +147,16 @@ whoami_in="$(docker exec "$CONTAINER" id -un):$(docker exec "$CONTAINER" id -u)"
 docker exec "$CONTAINER" sh -c 'touch "$CNN_EXPLORER_DATA_DIR/.smoke" && rm "$CNN_EXPLORER_DATA_DIR/.smoke"' \
     || fail "the data volume is not writable by $whoami_in"
 
+# ---- the page: templates/ and static/ found beside app/ ---------------------------------------
+page_reply="$(curl -sS --noproxy '*' -o "$WORK/index.html" -w '%{http_code} %{content_type}' \
+    "$BASE_URL/")" || fail "GET / did not complete"
+[ "${page_reply%% *}" = 200 ] || fail "GET / gave $page_reply: $(head -c 300 "$WORK/index.html")"
+static_path="$(grep -oE '/static/[^"'"'"' )>]+' "$WORK/index.html" | head -n 1 || true)"
+[ -n "$static_path" ] || fail "the page links no /static/ file"
+static_reply="$(curl -sS --noproxy '*' -o /dev/null -w '%{http_code}' "$BASE_URL$static_path")" \
+    || fail "GET $static_path did not complete"
+[ "$static_reply" = 200 ] || fail "GET $static_path gave $static_reply"
+
 # ---- one real forward pass -------------------------------------------------------------------
 python3 - "$WORK/input.png" <<'EOF'
 """A 32x32 RGB gradient PNG from the standard library alone (no Pillow on the host needed)."""
@@ -217,6 +227,7 @@ cat <<EOF
   image      $IMAGE: ${image_mb} MB, base $BASE, built in ${build_seconds} s
   container  healthy after ${health_seconds} s on $BASE_URL, running as $whoami_in, /data writable
   health     $health_body
+  page       / -> $page_reply, $(wc -c <"$WORK/index.html") bytes; $static_path -> $static_reply
   forward    200, run_id $run_id, $n_layers layers, last output $last_shape
   layer 0    $grid_url -> $layer_reply, $png_size
 EOF
