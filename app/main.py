@@ -12,9 +12,10 @@ from fastapi.templating import Jinja2Templates
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api import api_router, package_version
 from app.errors import file_size, install_error_handlers
 from app.models import ModelRegistry
+from app.routers import api_router
+from app.routers.deps import package_version
 from app.runs import MemoryRunStore, RenderCache
 from app.settings import Settings, get_settings
 

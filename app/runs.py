@@ -54,10 +54,6 @@ class Run:
             a.flags.writeable = False
         self.nbytes = int(self.input.nbytes + sum(o.nbytes for o in self.outputs))
 
-    def layer_input(self, index: int) -> np.ndarray:
-        """The array that entered layer `index`: the image for 0, else layer index-1's output."""
-        return self.input if index == 0 else self.outputs[index - 1]
-
 
 def describe_ttl(seconds: float) -> str:
     """3600 -> "60 minutes"; 90 -> "90 seconds"."""

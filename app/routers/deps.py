@@ -1,0 +1,45 @@
+"""Shared dependencies of the routers: settings, the run store, the render cache, models."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from app.models import ModelRegistry
+from app.runs import RenderCache, RunStore
+from app.schemas import ErrorResponse
+from app.settings import Settings, get_settings
+
+API_PREFIX = "/api/v1"
+
+
+def package_version() -> str:
+    """The installed cnn-explorer version (package metadata)."""
+    try:
+        return version("cnn-explorer")
+    except PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
+def get_run_store(request: Request) -> RunStore:
+    return request.app.state.run_store
+
+
+def get_render_cache(request: Request) -> RenderCache:
+    return request.app.state.render_cache
+
+
+def get_model_registry(request: Request) -> ModelRegistry:
+    return request.app.state.model_registry
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[RunStore, Depends(get_run_store)]
+CacheDep = Annotated[RenderCache, Depends(get_render_cache)]
+RegistryDep = Annotated[ModelRegistry, Depends(get_model_registry)]
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorResponse} for code in codes}

@@ -1,0 +1,163 @@
+"""POST /api/v1/forward: decode an upload, run it through a network, keep the run."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from app.cnn import DenseLayer, Network
+from app.errors import ImageTooLargeError, InvalidRequestError, file_size, issue
+from app.imageio import decode_image
+from app.routers.deps import API_PREFIX, RegistryDep, SettingsDep, StoreDep, error_responses
+from app.routers.networks import network_from_field
+from app.runs import Run, new_run_id
+from app.schemas import (
+    ForwardLayer,
+    ForwardOutput,
+    ForwardResponse,
+    ImageInfo,
+    LayerStats,
+    TopClass,
+)
+
+forward_router = APIRouter(tags=["runs"])
+TOP_K = 5  # classes listed in output.top
+
+
+def _finite(v: float) -> float:
+    """JSON has no NaN or infinity; clamp to the float32 range (the .npy keeps the truth)."""
+    return float(np.nan_to_num(v, nan=0.0, posinf=3.4e38, neginf=-3.4e38))
+
+
+def _forward(network: Network, pixels: np.ndarray) -> tuple[list[np.ndarray], list[LayerStats]]:
+    """Run the network on pixels (H, W, C) float32; each output and its min/max/mean."""
+    outputs = network.forward(pixels)
+    stats = [
+        LayerStats(
+            min=_finite(o.min()), max=_finite(o.max()), mean=_finite(o.mean(dtype=np.float64))
+        )
+        for o in outputs
+    ]
+    return outputs, stats
+
+
+def _output(network: Network, last: np.ndarray, labels: list[str] | None, most: int):
+    flat = last.reshape(-1)
+    values = [_finite(v) for v in flat[:most].tolist()]
+    final = network.layers[-1]
+    probabilities = top = None
+    if isinstance(final, DenseLayer) and final.activation == "softmax":
+        probabilities = [_finite(v) for v in flat.tolist()]
+        order = np.argsort(-flat, kind="stable")[:TOP_K]
+        top = [
+            TopClass(
+                index=int(j),
+                label=labels[j] if labels is not None and j < len(labels) else None,
+                p=float(flat[j]),
+            )
+            for j in order
+        ]
+    return ForwardOutput(
+        values=values,
+        probabilities=probabilities,
+        top=top,
+        size=int(flat.size),
+        truncated=flat.size > most,
+    )
+
+
+def runs_url(request: Request, run_id: str) -> str:
+    return f"{request.scope.get('root_path', '')}{API_PREFIX}/runs/{run_id}"
+
+
+@forward_router.post(
+    "/forward", response_model=ForwardResponse, responses=error_responses(404, 413, 415, 422)
+)
+async def forward(
+    request: Request,
+    settings: SettingsDep,
+    store: StoreDep,
+    registry: RegistryDep,
+    image: Annotated[UploadFile, File(description="The image: PNG, JPEG, GIF, BMP, WebP or TIFF.")],
+    network: Annotated[
+        str | None, Form(description="A network spec as a JSON string (or give model).")
+    ] = None,
+    model: Annotated[
+        str | None, Form(description="The name of a preset model (or give network).")
+    ] = None,
+) -> ForwardResponse:
+    """Run an image through a network; keep the run for its images, arrays and explanations."""
+    network = network or None
+    model = model or None
+    if (network is None) == (model is None):
+        both = network is not None
+        found = issue(
+            None,
+            "model" if both else "network",
+            "Give either network or model, not both."
+            if both
+            else "Give a network (a JSON network spec) or a model (a preset name).",
+            "Send network to try your own layers, or model to use a trained preset "
+            "(GET /api/v1/models lists them).",
+        )
+        raise InvalidRequestError(found["message"], [found])
+
+    labels: list[str] | None = None
+    if model is not None:
+        preset = registry.get(model)
+        net, labels = preset.network, preset.labels
+    else:
+        assert network is not None
+        net = await run_in_threadpool(network_from_field, network, settings)
+
+    if image.size is not None and image.size > settings.max_upload_bytes:
+        raise ImageTooLargeError(
+            f"The file is {file_size(image.size)}; the limit is "
+            f"{file_size(settings.max_upload_bytes)}. Save it smaller and upload it again."
+        )
+    data = await image.read(settings.max_upload_bytes + 1)
+    h, w, c = net.input_shape
+    decoded = await run_in_threadpool(
+        lambda: decode_image(
+            data,
+            height=h,
+            width=w,
+            channels=c,
+            max_bytes=settings.max_upload_bytes,
+            max_pixels=settings.max_image_pixels,
+        )
+    )
+    outputs, stats = await run_in_threadpool(_forward, net, decoded.pixels)
+    run = Run(new_run_id(), net, decoded.pixels, outputs, labels=labels, model=model)
+    store.put(run)
+
+    base = runs_url(request, run.run_id)
+    return ForwardResponse(
+        run_id=run.run_id,
+        input_shape=[h, w, c],
+        input_url=f"{base}/input.png",
+        image=ImageInfo(
+            format=decoded.format,
+            original_shape=list(decoded.original_size),
+            resized=decoded.resized,
+        ),
+        model=model,
+        layers=[
+            ForwardLayer(
+                index=layer.index,
+                type=layer.type,
+                output_shape=list(layer.output_shape),
+                params=layer.params,
+                stats=stats[layer.index],
+                grid_url=f"{base}/layers/{layer.index}.png",
+                channel_url=f"{base}/layers/{layer.index}/channels/{{c}}.png",
+                array_url=f"{base}/layers/{layer.index}.npy",
+                explain_url=f"{base}/layers/{layer.index}/explain",
+            )
+            for layer in net.layers
+        ],
+        output=_output(net, outputs[-1], labels, settings.max_output_values),
+    )

@@ -1,0 +1,16 @@
+"""GET /api/v1/health."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.routers.deps import package_version
+from app.schemas import HealthResponse
+
+health_router = APIRouter(tags=["health"])
+
+
+@health_router.get("/health", response_model=HealthResponse)
+def health() -> HealthResponse:
+    """Whether the server answers, and its version."""
+    return HealthResponse(status="ok", version=package_version())

@@ -1,0 +1,16 @@
+"""GET /api/v1/models: the preset (trained) models."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.routers.deps import RegistryDep
+from app.schemas import PresetModelInfo
+
+models_router = APIRouter(tags=["models"])
+
+
+@models_router.get("/models", response_model=list[PresetModelInfo])
+def list_models(registry: RegistryDep) -> list[PresetModelInfo]:
+    """The preset (trained) models; name one as `model` in POST /api/v1/forward."""
+    return [m.info() for m in registry.list()]

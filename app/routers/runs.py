@@ -1,0 +1,137 @@
+"""The kept runs: each layer's PNGs, .npy array and explanations, and the input as seen."""
+
+from __future__ import annotations
+
+import io
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from app import render
+from app.cnn import explain
+from app.errors import ChannelNotFoundError, LayerNotFoundError
+from app.routers.deps import CacheDep, SettingsDep, StoreDep, error_responses
+from app.runs import Run
+from app.schemas import ExplainResponse
+from app.settings import Settings
+
+runs_router = APIRouter(tags=["runs"])
+
+
+def _layer_output(run: Run, index: int) -> np.ndarray:
+    n = len(run.outputs)
+    if not 0 <= index < n:
+        raise LayerNotFoundError(
+            f"Run {run.run_id} has layers 0..{n - 1}; there is no layer {index}.",
+            valid_range=[0, n - 1],
+        )
+    return run.outputs[index]
+
+
+def _png(data: bytes, settings: Settings) -> Response:
+    # A run never changes, so its images can be cached for as long as it is kept.
+    cache = f"private, max-age={int(settings.run_ttl_seconds)}, immutable"
+    return Response(data, media_type="image/png", headers={"Cache-Control": cache})
+
+
+_PNG = {
+    200: {"content": {"image/png": {}}, "description": "A palette PNG."},
+    **error_responses(404, 422),
+}
+
+
+@runs_router.get("/runs/{run_id}/input.png", response_class=Response, responses=_PNG)
+async def input_png(run_id: str, store: StoreDep, cache: CacheDep, settings: SettingsDep):
+    """The image as the network saw it (decoded, resized, 1 or 3 channels)."""
+    run = store.get(run_id)
+    data = await run_in_threadpool(
+        cache.get_or_render, (run_id, "input"), lambda: render.render_image(run.input)
+    )
+    return _png(data, settings)
+
+
+@runs_router.get("/runs/{run_id}/layers/{index}.png", response_class=Response, responses=_PNG)
+async def layer_png(
+    run_id: str, index: int, store: StoreDep, cache: CacheDep, settings: SettingsDep
+):
+    """All channels of layer `index`, each normalised on its own, tiled in reading order."""
+    run = store.get(run_id)
+    out = _layer_output(run, index)
+    data = await run_in_threadpool(
+        cache.get_or_render, (run_id, "grid", index), lambda: render.render_grid(out)
+    )
+    return _png(data, settings)
+
+
+@runs_router.get(
+    "/runs/{run_id}/layers/{index}/channels/{channel}.png", response_class=Response, responses=_PNG
+)
+async def channel_png(
+    run_id: str, index: int, channel: int, store: StoreDep, cache: CacheDep, settings: SettingsDep
+):
+    """One channel of layer `index` at native resolution (a flat layer has channel 0 only)."""
+    run = store.get(run_id)
+    out = _layer_output(run, index)
+    count = out.shape[2] if out.ndim == 3 else 1
+    if not 0 <= channel < count:
+        raise ChannelNotFoundError(
+            f"Layer {index} of run {run_id} has channels 0..{count - 1}; there is no channel "
+            f"{channel}.",
+            valid_range=[0, count - 1],
+        )
+
+    def draw() -> bytes:
+        diverging = bool(out.min() < 0)  # the whole layer decides, so it matches the grid
+        if out.ndim == 1:
+            return render.render_flat(out, diverging=diverging)
+        return render.render_channel(out[:, :, channel], diverging=diverging)
+
+    data = await run_in_threadpool(cache.get_or_render, (run_id, "channel", index, channel), draw)
+    return _png(data, settings)
+
+
+@runs_router.get(
+    "/runs/{run_id}/layers/{index}.npy",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}, **error_responses(404, 422)},
+)
+async def layer_npy(run_id: str, index: int, store: StoreDep):
+    """Layer `index`'s output as a NumPy .npy file: float32 [h, w, c] or [n]."""
+    out = _layer_output(store.get(run_id), index)
+
+    def encode() -> bytes:
+        buf = io.BytesIO()
+        np.save(buf, out, allow_pickle=False)
+        return buf.getvalue()
+
+    disposition = f'attachment; filename="{run_id}-layer{index}.npy"'
+    return Response(
+        await run_in_threadpool(encode),
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": disposition},
+    )
+
+
+@runs_router.get(
+    "/runs/{run_id}/layers/{index}/explain",
+    response_model=ExplainResponse,
+    responses=error_responses(404, 422),
+)
+async def explain_value(
+    run_id: str,
+    index: int,
+    store: StoreDep,
+    y: Annotated[int | None, Query(description="Row of the output value (3D layers).")] = None,
+    x: Annotated[int | None, Query(description="Column of the output value (3D layers).")] = None,
+    c: Annotated[int | None, Query(description="Channel of the output value (3D layers).")] = None,
+    i: Annotated[int | None, Query(description="Index of the output value (flat layers).")] = None,
+) -> dict[str, Any]:
+    """How one output value of layer `index` was computed from the layer's input."""
+    run = store.get(run_id)
+    _layer_output(run, index)
+    inputs = [run.input, *run.outputs]
+    found = await run_in_threadpool(lambda: explain(run.network, inputs, index, y=y, x=x, c=c, i=i))
+    return {**found, "type": run.network.layers[index].type, "layer": index}
