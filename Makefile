@@ -8,13 +8,14 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-fast lint format bench system-test-deps clean
+.PHONY: help run test test-fast lint format bench system-test-deps clean docker-smoke
 
 help:
 	@echo "make run    install runtime deps into .venv and serve http://127.0.0.1:8000"
 	@echo "make test   install test deps (Chromium via apt-get when missing) and run the whole suite"
 	@echo "make bench  forward-pass and render benchmarks against PyTorch CPU (installs torch==2.13.0)"
 	@echo "make lint   ruff check and ruff format --check"
+	@echo "make docker-smoke  build the Docker image, run it, check health and one forward pass (root; starts dockerd if needed)"
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version.split()[0]'
@@ -60,6 +61,9 @@ bench: $(VENV)/.installed-bench
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+docker-smoke:
+	bash deploy/docker-smoke.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis bench-results tests/e2e/screenshots
