@@ -297,7 +297,8 @@ def _is_network_error(err: Mapping[str, Any]) -> bool:
     loc = list(err["loc"])
     if not loc or loc[0] != "body":
         return False
-    return len(loc) == 1 or loc[1] in _NETWORK_KEYS or err["type"] in ("json_invalid",)
+    network_kinds = ("json_invalid", "extra_forbidden")
+    return len(loc) == 1 or loc[1] in _NETWORK_KEYS or err["type"] in network_kinds
 
 
 # -- handlers ----------------------------------------------------------------------------------
