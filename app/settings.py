@@ -25,6 +25,14 @@ def default_data_dir() -> Path:
     return Path(base) / "cnn-explorer"
 
 
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 class Settings(BaseSettings):
     """Server settings; each can be set with the environment variable CNN_EXPLORER_<NAME>."""
 
@@ -150,6 +158,53 @@ class Settings(BaseSettings):
         description=(
             "Memory for rendered PNGs of layers and channels, in bytes (default 64 MiB); least "
             "recently used images are dropped first and re-rendered on request. 0 disables it."
+        ),
+    )
+
+    # -- CPU work and overload -------------------------------------------------------------------
+    cpu_workers: int = Field(
+        default_factory=cpu_cores,
+        ge=1,
+        description=(
+            "Threads doing the server's CPU work (decoding uploads, forward passes, rendering "
+            "PNGs, .npy files and explanations) at once (default: the number of CPU cores this "
+            "process may use). Further requests wait in the cpu_queue."
+        ),
+    )
+    cpu_queue: int = Field(
+        16,
+        ge=0,
+        description=(
+            "Requests that may wait for a free CPU worker (default 16). When cpu_workers + "
+            "cpu_queue requests are already in, the next one gets 503 with a Retry-After header "
+            "at once instead of piling up; health checks never wait."
+        ),
+    )
+    cpu_time_budget_seconds: float = Field(
+        60,
+        gt=0,
+        description=(
+            "How long one request may wait for its CPU work, time in the queue included (default "
+            "60 s). Work that never started is dropped and answered 503 (busy); work still "
+            "running gets 504. A running NumPy call cannot be interrupted: it finishes in the "
+            "background, keeps its worker busy until then, and its result is thrown away."
+        ),
+    )
+    blas_threads: int = Field(
+        1,
+        ge=0,
+        description=(
+            "Threads each BLAS matrix product (conv and dense layers) may use (default 1: "
+            "requests run side by side, one core each, which measured faster under concurrent "
+            "load than letting every product use all cores). 0 leaves the BLAS library's own "
+            "default."
+        ),
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Origins whose pages may call the API from a browser (CORS), as a JSON list, e.g. "
+            '["https://example.org"] (default: none; only pages served by this server can).'
         ),
     )
 
