@@ -12,6 +12,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.admission import install_admission, limit_blas_threads
 from app.errors import file_size, install_error_handlers
 from app.models import ModelRegistry
 from app.routers import api_router
@@ -91,6 +92,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.model_registry = ModelRegistry(settings.models_dir)
 
     install_error_handlers(app)
+    install_admission(
+        app, settings.cpu_workers, settings.cpu_queue, settings.cpu_time_budget_seconds
+    )
+    limit_blas_threads(settings.blas_threads)
     app.add_middleware(BodySizeLimit, max_bytes=max_body)
     app.include_router(api_router)
     app.mount("/static", StaticFiles(directory=settings.static_dir, check_dir=False), name="static")

@@ -6,11 +6,11 @@ from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, File, Form, Request, UploadFile
-from starlette.concurrency import run_in_threadpool
 
+from app.admission import GateDep
 from app.cnn import DenseLayer, Network
 from app.errors import ImageTooLargeError, InvalidRequestError, file_size, issue
-from app.imageio import decode_image
+from app.imageio import DecodedImage, decode_image
 from app.routers.deps import API_PREFIX, RegistryDep, SettingsDep, StoreDep, error_responses
 from app.routers.networks import network_from_field
 from app.runs import Run, new_run_id
@@ -74,13 +74,16 @@ def runs_url(request: Request, run_id: str) -> str:
 
 
 @forward_router.post(
-    "/forward", response_model=ForwardResponse, responses=error_responses(404, 413, 415, 422)
+    "/forward",
+    response_model=ForwardResponse,
+    responses=error_responses(404, 413, 415, 422, 503, 504),
 )
 async def forward(
     request: Request,
     settings: SettingsDep,
     store: StoreDep,
     registry: RegistryDep,
+    gate: GateDep,
     image: Annotated[UploadFile, File(description="The image: PNG, JPEG, GIF, BMP, WebP or TIFF.")],
     network: Annotated[
         str | None, Form(description="A network spec as a JSON string (or give model).")
@@ -106,22 +109,23 @@ async def forward(
         raise InvalidRequestError(found["message"], [found])
 
     labels: list[str] | None = None
+    preset_net: Network | None = None
     if model is not None:
         preset = registry.get(model)
-        net, labels = preset.network, preset.labels
-    else:
-        assert network is not None
-        net = await run_in_threadpool(network_from_field, network, settings)
-
-    if image.size is not None and image.size > settings.max_upload_bytes:
-        raise ImageTooLargeError(
-            f"The file is {file_size(image.size)}; the limit is "
-            f"{file_size(settings.max_upload_bytes)}. Save it smaller and upload it again."
-        )
+        preset_net, labels = preset.network, preset.labels
+    size = image.size
     data = await image.read(settings.max_upload_bytes + 1)
-    h, w, c = net.input_shape
-    decoded = await run_in_threadpool(
-        lambda: decode_image(
+
+    def compute() -> tuple[Network, DecodedImage, list[np.ndarray], list[LayerStats]]:
+        """All of the request's CPU work, as one job of the admission gate."""
+        net = preset_net if preset_net is not None else network_from_field(network, settings)
+        if size is not None and size > settings.max_upload_bytes:
+            raise ImageTooLargeError(
+                f"The file is {file_size(size)}; the limit is "
+                f"{file_size(settings.max_upload_bytes)}. Save it smaller and upload it again."
+            )
+        h, w, c = net.input_shape
+        decoded = decode_image(
             data,
             height=h,
             width=w,
@@ -129,8 +133,10 @@ async def forward(
             max_bytes=settings.max_upload_bytes,
             max_pixels=settings.max_image_pixels,
         )
-    )
-    outputs, stats = await run_in_threadpool(_forward, net, decoded.pixels)
+        return (net, decoded, *_forward(net, decoded.pixels))
+
+    net, decoded, outputs, stats = await gate.run(compute)
+    h, w, c = net.input_shape
     run = Run(new_run_id(), net, decoded.pixels, outputs, labels=labels, model=model)
     store.put(run)
 

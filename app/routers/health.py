@@ -11,6 +11,7 @@ health_router = APIRouter(tags=["health"])
 
 
 @health_router.get("/health", response_model=HealthResponse)
-def health() -> HealthResponse:
-    """Whether the server answers, and its version."""
+async def health() -> HealthResponse:
+    """Whether the server answers, and its version (on the event loop: never waits for a worker
+    thread, so it answers while every CPU worker is busy)."""
     return HealthResponse(status="ok", version=package_version())

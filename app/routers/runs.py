@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 
 from app import render
+from app.admission import AdmissionGate, GateDep
 from app.cnn import explain
 from app.errors import ChannelNotFoundError, LayerNotFoundError
 from app.routers.deps import CacheDep, SettingsDep, StoreDep, error_responses
-from app.runs import Run
+from app.runs import RenderCache, Run
 from app.schemas import ExplainResponse
 from app.settings import Settings
 
@@ -39,30 +40,39 @@ def _png(data: bytes, settings: Settings) -> Response:
 
 _PNG = {
     200: {"content": {"image/png": {}}, "description": "A palette PNG."},
-    **error_responses(404, 422),
+    **error_responses(404, 422, 503, 504),
 }
 
 
+async def _cached_png(
+    key: tuple, draw: Callable[[], bytes], cache: RenderCache, gate: AdmissionGate
+) -> bytes:
+    """PNG bytes from the cache, else drawn by the admission gate (a hit needs no CPU slot)."""
+    data = cache.get(key)
+    if data is None:
+        data = await gate.run(draw)
+        cache.put(key, data)
+    return data
+
+
 @runs_router.get("/runs/{run_id}/input.png", response_class=Response, responses=_PNG)
-async def input_png(run_id: str, store: StoreDep, cache: CacheDep, settings: SettingsDep):
+async def input_png(
+    run_id: str, store: StoreDep, cache: CacheDep, settings: SettingsDep, gate: GateDep
+):
     """The image as the network saw it (decoded, resized, 1 or 3 channels)."""
     run = store.get(run_id)
-    data = await run_in_threadpool(
-        cache.get_or_render, (run_id, "input"), lambda: render.render_image(run.input)
-    )
+    data = await _cached_png((run_id, "input"), lambda: render.render_image(run.input), cache, gate)
     return _png(data, settings)
 
 
 @runs_router.get("/runs/{run_id}/layers/{index}.png", response_class=Response, responses=_PNG)
 async def layer_png(
-    run_id: str, index: int, store: StoreDep, cache: CacheDep, settings: SettingsDep
+    run_id: str, index: int, store: StoreDep, cache: CacheDep, settings: SettingsDep, gate: GateDep
 ):
     """All channels of layer `index`, each normalised on its own, tiled in reading order."""
     run = store.get(run_id)
     out = _layer_output(run, index)
-    data = await run_in_threadpool(
-        cache.get_or_render, (run_id, "grid", index), lambda: render.render_grid(out)
-    )
+    data = await _cached_png((run_id, "grid", index), lambda: render.render_grid(out), cache, gate)
     return _png(data, settings)
 
 
@@ -70,7 +80,13 @@ async def layer_png(
     "/runs/{run_id}/layers/{index}/channels/{channel}.png", response_class=Response, responses=_PNG
 )
 async def channel_png(
-    run_id: str, index: int, channel: int, store: StoreDep, cache: CacheDep, settings: SettingsDep
+    run_id: str,
+    index: int,
+    channel: int,
+    store: StoreDep,
+    cache: CacheDep,
+    settings: SettingsDep,
+    gate: GateDep,
 ):
     """One channel of layer `index` at native resolution (a flat layer has channel 0 only)."""
     run = store.get(run_id)
@@ -89,16 +105,19 @@ async def channel_png(
             return render.render_flat(out, diverging=diverging)
         return render.render_channel(out[:, :, channel], diverging=diverging)
 
-    data = await run_in_threadpool(cache.get_or_render, (run_id, "channel", index, channel), draw)
+    data = await _cached_png((run_id, "channel", index, channel), draw, cache, gate)
     return _png(data, settings)
 
 
 @runs_router.get(
     "/runs/{run_id}/layers/{index}.npy",
     response_class=Response,
-    responses={200: {"content": {"application/octet-stream": {}}}, **error_responses(404, 422)},
+    responses={
+        200: {"content": {"application/octet-stream": {}}},
+        **error_responses(404, 422, 503, 504),
+    },
 )
-async def layer_npy(run_id: str, index: int, store: StoreDep):
+async def layer_npy(run_id: str, index: int, store: StoreDep, gate: GateDep):
     """Layer `index`'s output as a NumPy .npy file: float32 [h, w, c] or [n]."""
     out = _layer_output(store.get(run_id), index)
 
@@ -109,7 +128,7 @@ async def layer_npy(run_id: str, index: int, store: StoreDep):
 
     disposition = f'attachment; filename="{run_id}-layer{index}.npy"'
     return Response(
-        await run_in_threadpool(encode),
+        await gate.run(encode),
         media_type="application/octet-stream",
         headers={"Content-Disposition": disposition},
     )
@@ -118,12 +137,13 @@ async def layer_npy(run_id: str, index: int, store: StoreDep):
 @runs_router.get(
     "/runs/{run_id}/layers/{index}/explain",
     response_model=ExplainResponse,
-    responses=error_responses(404, 422),
+    responses=error_responses(404, 422, 503, 504),
 )
 async def explain_value(
     run_id: str,
     index: int,
     store: StoreDep,
+    gate: GateDep,
     y: Annotated[int | None, Query(description="Row of the output value (3D layers).")] = None,
     x: Annotated[int | None, Query(description="Column of the output value (3D layers).")] = None,
     c: Annotated[int | None, Query(description="Channel of the output value (3D layers).")] = None,
@@ -133,5 +153,5 @@ async def explain_value(
     run = store.get(run_id)
     _layer_output(run, index)
     inputs = [run.input, *run.outputs]
-    found = await run_in_threadpool(lambda: explain(run.network, inputs, index, y=y, x=x, c=c, i=i))
+    found = await gate.run(lambda: explain(run.network, inputs, index, y=y, x=x, c=c, i=i))
     return {**found, "type": run.network.layers[index].type, "layer": index}
