@@ -1,0 +1,95 @@
+// Start-up: read the page's config, wire every view, restore the state from the URL (or load the
+// default example), then validate and run once so a new visitor sees every stage filled in.
+
+import { $ } from "./dom.js";
+import { api } from "./api.js";
+import { emit, state } from "./state.js";
+import { initImageInput, useSample } from "./image-input.js";
+import { applyPreset, DEFAULT_PRESET, initPresets, loadNetwork } from "./presets.js";
+import { initStackEditor } from "./stack-editor.js";
+import { initValidation, validateNow } from "./validation.js";
+import { initModelSummary } from "./model-summary.js";
+import { initRun, runNetwork } from "./run.js";
+import { initActivations } from "./activations.js";
+import { initChannelView } from "./channel-view.js";
+import { initStepThrough } from "./step-through.js";
+import { decodeHash, encodeState, initUrlState, linkableSpec } from "./url-state.js";
+
+function readConfig() {
+  try {
+    const config = JSON.parse($("#page-config")?.textContent || "{}");
+    state.version = String(config.version ?? "");
+    state.limits = config.limits && typeof config.limits === "object" ? config.limits : {};
+  } catch {
+    state.limits = {};
+  }
+}
+
+function showGlobalError(message) {
+  const box = $("#global-error");
+  box.textContent = message;
+  box.hidden = !message;
+}
+
+function initCopyLink() {
+  const button = $("#copy-link");
+  const note = $("#copy-link-status");
+  button.addEventListener("click", async () => {
+    const url = `${window.location.origin}${window.location.pathname}${encodeState()}`;
+    try {
+      await navigator.clipboard.writeText(url);
+      note.textContent = "Link copied.";
+    } catch {
+      note.textContent = "Copy the address bar: it holds this stack.";
+    }
+    setTimeout(() => {
+      note.textContent = "";
+    }, 4000);
+  });
+}
+
+/** The shipped model a restored link names, if its stack still matches the link's. */
+function matchingModel(name, network) {
+  const model = state.models.find((m) => m.name === name);
+  if (!model) return null;
+  if (!network) return model;
+  const same = JSON.stringify(linkableSpec(model.network)) === JSON.stringify(network);
+  return same ? model : null;
+}
+
+async function main() {
+  readConfig();
+  initImageInput();
+  initPresets();
+  initStackEditor();
+  initValidation();
+  initModelSummary();
+  initRun();
+  initActivations();
+  initChannelView();
+  initStepThrough();
+  initUrlState();
+  initCopyLink();
+
+  const restored = decodeHash();
+  try {
+    const models = await api.models();
+    state.models = Array.isArray(models) ? models : [];
+  } catch (error) {
+    state.models = [];
+    showGlobalError(`Could not load the shipped models: ${error.message}`);
+  }
+  emit("models");
+
+  const model = restored.model ? matchingModel(restored.model, restored.network) : null;
+  if (model) loadNetwork(model.network, { model });
+  else if (restored.network) loadNetwork(restored.network);
+  else applyPreset(DEFAULT_PRESET);
+  if (!state.image.render) useSample(state.network.input.channels === 3 ? "shapes" : "digit");
+  if (restored.step) state.step = { ...state.step, ...restored.step };
+
+  await validateNow();
+  if (state.shapes?.valid) await runNetwork();
+}
+
+main().catch((error) => showGlobalError(`The page failed to start: ${error.message}`));

@@ -1,0 +1,58 @@
+// The one state object every view reads, and a tiny event bus to say what changed.
+//
+// Events: "network" (stack or input size edited), "structure" (layers added, removed, moved or
+// replaced: the editor redraws), "shapes" (a validation reply arrived), "image" (the input image
+// changed), "run" (a forward pass finished), "step" (the step-through selection moved),
+// "models" (the shipped model list arrived).
+
+export const state = {
+  /** The network spec as the API takes it: {input: {height, width, channels}, seed, layers}. */
+  network: {
+    input: { height: 32, width: 32, channels: 3 },
+    seed: 0,
+    layers: [],
+  },
+  /** A shipped model {name, description, network, labels} while the stack still equals it. */
+  model: null,
+  /** Last /shapes reply (or null while none), and the spec string it answered. */
+  shapes: null,
+  shapesFor: "",
+  /** Problems found before asking the API (a field that is not a number), by layer index. */
+  localErrors: new Map(),
+  /** The chosen image: a redraw function for the network's input size, and a caption. */
+  image: { kind: "sample", name: "", render: null },
+  /** Canvas at the network's input size holding exactly what the network will see. */
+  inputCanvas: null,
+  /** Last /forward reply plus {network, labels, inputPixels (ImageData)}; null before a run. */
+  run: null,
+  /** True when the stack or the image changed after the last run. */
+  stale: false,
+  /** Step-through selection. pos indexes the layer's output positions (y * W + x, or i). */
+  step: { layer: null, pos: 0, channel: 0, inChannel: 0, playing: false, speed: 4 },
+  models: [],
+  limits: {},
+  version: "",
+};
+
+const listeners = new Map();
+
+/** Call fn(detail) whenever event is emitted. */
+export function on(event, fn) {
+  if (!listeners.has(event)) listeners.set(event, new Set());
+  listeners.get(event).add(fn);
+}
+
+export function emit(event, detail) {
+  for (const fn of listeners.get(event) ?? []) fn(detail);
+}
+
+/** The spec to send to the API: a deep copy, so later edits cannot change a request in flight. */
+export function currentSpec() {
+  return structuredClone(state.network);
+}
+
+/** True while the stack is exactly the shipped model's (so a run can name the model instead). */
+export function isModelUnchanged() {
+  if (!state.model) return false;
+  return JSON.stringify(state.model.network) === JSON.stringify(state.network);
+}

@@ -1,0 +1,1 @@
+"""Browser tests of the explorer page (headless Chromium against the real server)."""

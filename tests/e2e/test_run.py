@@ -1,0 +1,168 @@
+"""Image in, run, activations out: upload, the stage cards in words, and one channel enlarged."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from playwright.sync_api import expect
+
+from tests.e2e.conftest import Explorer
+
+pytestmark = pytest.mark.e2e
+
+
+def write_png(path: Path, width: int, height: int) -> Path:
+    """A colourful width×height RGB PNG: red ramp left to right, green top to bottom."""
+    y, x = np.mgrid[0:height, 0:width]
+    pixels = np.stack(
+        [x * 255 // max(1, width - 1), y * 255 // max(1, height - 1), np.full_like(x, 96)],
+        axis=-1,
+    ).astype(np.uint8)
+    Image.fromarray(pixels, "RGB").save(path, format="PNG")
+    return path
+
+
+def load_npy(api: httpx.Client, url: str) -> np.ndarray:
+    response = httpx.get(str(api.base_url.join(url)), timeout=30)
+    response.raise_for_status()
+    return np.load(io.BytesIO(response.content))
+
+
+def test_upload_run_and_open_a_channel(
+    explorer: Explorer, api: httpx.Client, tmp_path: Path
+) -> None:
+    page = explorer.page
+    explorer.open()
+    explorer.preset("32×32×3, ten 5×5 filters, P=2")
+
+    before = explorer.run_id()
+    page.set_input_files("#image-file", str(write_png(tmp_path / "ramp.png", 60, 40)))
+    expect(page.locator("#input-caption")).to_have_text("32×32×3 · ramp.png")
+    page.click("#run-button")
+    run_id = explorer.wait_for_run(after=before)
+
+    # The network saw the uploaded picture at its input size: red grows to the right.
+    red = page.evaluate(
+        """() => {
+            const c = document.querySelector('#input-preview');
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            return [d[(16 * 32 + 1) * 4], d[(16 * 32 + 30) * 4]];
+        }"""
+    )
+    assert red[0] < 40 and red[1] > 215
+
+    cards = page.locator("#layer-results .act-card[data-layer]")
+    expect(cards).to_have_count(1)
+    conv = cards.first
+    expect(conv.locator(".act-words")).to_have_text(
+        "32×32×3 colour image → 10 feature maps of 32×32"
+    )
+    grid = conv.locator("img.act-grid")
+    expect(grid).to_have_attribute("src", re.compile(f"/runs/{run_id}/layers/0.png"))
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=grid.element_handle())
+
+    activation = load_npy(api, f"/api/v1/runs/{run_id}/layers/0.npy")
+    assert activation.shape == (32, 32, 10)
+    stats = conv.locator(".act-stats").text_content() or ""
+    assert f"min {activation.min():.3f}" in stats and f"max {activation.max():.3f}" in stats
+
+    conv.get_by_role("button", name="Open layer 0 channel 3").click()
+    dialog = page.locator("#channel-dialog")
+    expect(dialog).to_be_visible()
+    image = page.locator("#channel-image")
+    expect(image).to_have_attribute("src", re.compile(f"/runs/{run_id}/layers/0/channels/3.png"))
+    expect(page.locator("#channel-sub")).to_contain_text("Channel 3 of 10")
+    channel = activation[:, :, 3]
+    expect(page.locator("#channel-min")).to_have_text(f"{channel.min():.3f}")
+    expect(page.locator("#channel-max")).to_have_text(f"{channel.max():.3f}")
+    assert image.evaluate("img => getComputedStyle(img).imageRendering") == "pixelated"
+    assert image.evaluate("img => img.naturalWidth") == 32
+
+    page.click("#channel-next")
+    expect(page.locator("#channel-sub")).to_contain_text("Channel 4 of 10")
+    expect(page.locator("#channel-min")).to_have_text(f"{activation[:, :, 4].min():.3f}")
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    # Focus returns to the channel that was last shown.
+    page.wait_for_function("() => document.activeElement.dataset.channel === '4'")
+
+
+def test_a_file_that_is_not_an_image_is_refused_with_a_message(
+    explorer: Explorer, tmp_path: Path
+) -> None:
+    page = explorer.page
+    explorer.open()
+    text = tmp_path / "notes.txt"
+    text.write_text("not a picture")
+    page.set_input_files("#image-file", str(text))
+    expect(page.locator("#image-error")).to_be_visible()
+    expect(page.locator("#image-error")).to_contain_text("notes.txt")
+    expect(page.locator("#input-caption")).to_contain_text("Digit 7")
+
+
+def test_a_drawing_becomes_the_input(explorer: Explorer) -> None:
+    page = explorer.page
+    explorer.open()
+    before = explorer.run_id()
+    page.locator("#draw-canvas").scroll_into_view_if_needed()
+    box = page.locator("#draw-canvas").bounding_box()
+    assert box
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + 10)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] - 10, steps=8)
+    page.mouse.up()
+    expect(page.locator("#input-caption")).to_have_text("28×28×1 · your drawing")
+    explorer.wait_for_run(after=before)
+    column = page.evaluate(
+        """() => {
+            const c = document.querySelector('#input-preview');
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            return [d[(14 * 28 + 14) * 4], d[(14 * 28 + 3) * 4]];
+        }"""
+    )
+    assert column[0] > 200 and column[1] < 30
+    page.click("#draw-clear")
+    expect(page.locator("#input-caption")).to_have_text("28×28×1 · your drawing")
+    page.wait_for_function(
+        """() => {
+            const c = document.querySelector('#input-preview');
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            return d[(14 * 28 + 14) * 4] === 0;
+        }"""
+    )
+
+
+def test_shipped_models_are_offered_and_run_with_their_weights_and_labels(
+    explorer: Explorer, api: httpx.Client, tmp_path: Path
+) -> None:
+    page = explorer.page
+    explorer.open()
+    models = api.get("/models").json()
+    expect(page.locator("#preset-list [data-model]")).to_have_count(len(models))
+    for model in models[:2]:
+        run_id = explorer.preset(model["name"])
+        expect(page.locator("#layer-list > li")).to_have_count(len(model["network"]["layers"]))
+        expect(page.locator("#model-note")).to_contain_text(model["name"])
+        assert explorer.texts("#prediction-chart .prob-label") == [str(x) for x in model["labels"]]
+        # The run used the model's trained weights: the same kernel as a run made by name.
+        size = model["network"]["input"]
+        png = tmp_path / f"{model['name']}.png"
+        write_png(png, size["width"], size["height"])
+        by_name = api.post(
+            "/forward",
+            files={"image": ("x.png", png.read_bytes(), "image/png")},
+            data={"model": model["name"]},
+        ).json()["run_id"]
+        where = {"y": 0, "x": 0, "c": 0}
+        mine = api.get(f"/runs/{run_id}/layers/0/explain", params=where).json()
+        theirs = api.get(f"/runs/{by_name}/layers/0/explain", params=where).json()
+        assert np.allclose(mine["kernel"], theirs["kernel"], atol=1e-7)
+        # An edit leaves the trained weights behind, and the page says so.
+        explorer.page.fill("#input-seed", "3")
+        expect(page.locator("#model-note")).to_contain_text("seeded")
