@@ -56,7 +56,8 @@ class TimeBudgetError(AppError):
 
 
 def _seconds(s: float) -> str:
-    return f"{s:.0f} s" if s >= 10 else f"{s:.1f} s"
+    """60 -> "60 s"; 0.05 -> "0.05 s"; 123.4 -> "123 s"."""
+    return f"{s:.3g} s" if s < 1000 else f"{s:.0f} s"
 
 
 class AdmissionGate:
@@ -150,7 +151,9 @@ class AdmissionGate:
                     "worker without starting. Try again shortly.",
                     retry_after=self.retry_after(),
                 ) from None
-            log.warning("CPU job over its %.1f s budget; it finishes in the background", budget)
+            log.warning(
+                "CPU job over its %s budget; it finishes in the background", _seconds(budget)
+            )
             raise TimeBudgetError(
                 f"The computation took longer than this server's {_seconds(budget)} budget and "
                 "was abandoned. Use a smaller input size, fewer or smaller filters, or a stride "
