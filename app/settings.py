@@ -45,9 +45,9 @@ class Settings(BaseSettings):
         1,
         ge=1,
         description=(
-            "Uvicorn worker processes. Runs are kept in each worker's memory, so with more than "
-            "one worker a run's images may be asked of a worker that never saw it (404); keep 1 "
-            "until a shared run store is configured."
+            "Uvicorn worker processes. Any worker may be asked for a run another one made, so "
+            "with more than one the runs must be in a shared store: run_store `auto` (the "
+            "default) then keeps them on disk; `memory` would answer 404 for them."
         ),
     )
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = Field(
@@ -135,13 +135,25 @@ class Settings(BaseSettings):
     )
 
     # -- runs and rendering --------------------------------------------------------------------
+    run_store: str = Field(
+        "auto",
+        pattern=r"^(auto|memory|disk|disk://.+|rediss?://.+|unix://.+)$",
+        description=(
+            "Where runs are kept between /forward and the requests for their images: `memory` "
+            "(this process only: one worker), `disk` (files under data_dir/runs, shared by the "
+            "workers of one machine; `disk:///path` for another directory), or a Redis URL "
+            "such as `redis://host:6379/0` (shared by several machines). `auto` (default) is "
+            "`memory` for one worker and `disk` for more (see workers)."
+        ),
+    )
     run_store_max_bytes: int = Field(
         512 * MB,
         ge=1,
         description=(
-            "Memory for kept runs (input image plus every layer's output), in bytes (default "
-            "512 MiB). When full, the least recently used runs are dropped first; their URLs "
-            "then answer 404."
+            "Space for kept runs, in bytes (default 512 MiB): the input image plus every "
+            "layer's output; in the disk and Redis stores also each network's weights, stored "
+            "once for all its runs. When full, the least recently used runs are dropped first; "
+            "their URLs then answer 404."
         ),
     )
     run_ttl_seconds: float = Field(
