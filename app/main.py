@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
@@ -17,7 +18,8 @@ from app.errors import file_size, install_error_handlers
 from app.models import ModelRegistry
 from app.routers import api_router
 from app.routers.deps import package_version
-from app.runs import MemoryRunStore, RenderCache
+from app.run_stores import describe_run_store, open_run_store
+from app.runs import RenderCache
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("cnn_explorer")
@@ -75,6 +77,26 @@ class BodySizeLimit:
         await self.app(scope, counted, send)
 
 
+class WorkerPidHeader:
+    """Say in an X-Worker-PID header which process answered (workers share runs via the store)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_pid(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                pid = (b"x-worker-pid", str(os.getpid()).encode())
+                message = {**message, "headers": [*message.get("headers", []), pid]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_pid)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A CNN Explorer app with its own settings, run store, render cache and model registry."""
     settings = settings or get_settings()
@@ -87,7 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.dependency_overrides[get_settings] = lambda: settings
     app.state.settings = settings
-    app.state.run_store = MemoryRunStore(settings.run_store_max_bytes, settings.run_ttl_seconds)
+    app.state.run_store = open_run_store(settings)
     app.state.render_cache = RenderCache(settings.render_cache_max_bytes)
     app.state.model_registry = ModelRegistry(settings.models_dir)
 
@@ -97,6 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     limit_blas_threads(settings.blas_threads)
     app.add_middleware(BodySizeLimit, max_bytes=max_body)
+    app.add_middleware(WorkerPidHeader)
     app.include_router(api_router)
     app.mount("/static", StaticFiles(directory=settings.static_dir, check_dir=False), name="static")
     templates = Jinja2Templates(directory=settings.templates_dir)
@@ -114,12 +137,13 @@ def serve() -> None:
     """The `cnn-explorer` command: uvicorn with host, port and workers from the settings."""
     settings = get_settings()
     logging.basicConfig(level=settings.log_level.upper() if settings.log_level != "trace" else 5)
-    if settings.workers > 1:
+    if settings.workers > 1 and settings.run_store == "memory":
         log.warning(
-            "%d workers each keep their own runs in memory; a run's images may be asked of "
-            "another worker and answer 404. Use 1 worker until a shared run store exists.",
+            "%d workers each keep their own runs in memory (run_store memory); a run's images "
+            "may be asked of another worker and answer 404. Use run_store auto, disk or Redis.",
             settings.workers,
         )
+    log.info("Runs are kept in %s.", describe_run_store(settings))
     uvicorn.run(
         "app.main:create_app",
         factory=True,

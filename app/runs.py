@@ -1,14 +1,14 @@
 """Kept runs (a network, its input and every layer's output) and the cache of their PNGs.
 
 `RunStore` is the interface routes depend on; `MemoryRunStore` keeps runs in this process,
-bounded by bytes (least recently used dropped first) and by age (a TTL since last use). A store
-shared between workers (on disk, Redis) can implement the same four methods: everything in a Run
-but `network` is arrays and strings, and `build_network(network.spec)` remakes the network
-deterministically from its spec (given weights included).
+bounded by bytes (least recently used dropped first) and by age (a TTL since last use). The
+stores shared between worker processes (a directory, Redis) are in app/run_stores/, and
+`app.run_stores.open_run_store(settings)` picks one. The PNG cache stays per process.
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 import time
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from app.cnn.network import Network
 
 Clock = Callable[[], float]
+RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what shared stores accept: a file name, a key
 
 
 def new_run_id() -> str:
@@ -78,11 +79,24 @@ class RunStore(Protocol):
 
     def __len__(self) -> int: ...
 
+    def close(self) -> None:
+        """Release connections or files (the app's shutdown)."""
+
 
 def run_not_found(run_id: str, ttl_seconds: float) -> RunNotFoundError:
+    """The 404 every store gives for an unknown, expired or dropped run."""
     return RunNotFoundError(
         f"Run {run_id} is unknown or expired (runs are kept {describe_ttl(ttl_seconds)} after "
-        "their last use, fewer when memory is short); POST /api/v1/forward again."
+        "their last use, less when the run store is full); POST /api/v1/forward again."
+    )
+
+
+def run_too_large(nbytes: int, max_bytes: int) -> RunTooLargeError:
+    """The 413 for a run bigger than a whole store."""
+    return RunTooLargeError(
+        f"This run's arrays take {nbytes / 2**20:.1f} MB, more than the "
+        f"{max_bytes / 2**20:.1f} MB the server keeps for all runs. Use a smaller "
+        "input size or fewer filters."
     )
 
 
@@ -105,6 +119,9 @@ class MemoryRunStore:
     def nbytes(self) -> int:
         return self._bytes
 
+    def close(self) -> None:
+        """Nothing to release."""
+
     def __len__(self) -> int:
         with self._lock:
             self._expire(self._clock())
@@ -112,11 +129,7 @@ class MemoryRunStore:
 
     def put(self, run: Run) -> None:
         if run.nbytes > self.max_bytes:
-            raise RunTooLargeError(
-                f"This run's arrays take {run.nbytes / 2**20:.1f} MB, more than the "
-                f"{self.max_bytes / 2**20:.1f} MB the server keeps for all runs. Use a smaller "
-                "input size or fewer filters."
-            )
+            raise run_too_large(run.nbytes, self.max_bytes)
         with self._lock:
             now = self._clock()
             self._expire(now)

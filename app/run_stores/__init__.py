@@ -1,0 +1,88 @@
+"""Run stores shared between processes, and `open_run_store`, which picks one from the settings.
+
+    memory               app.runs.MemoryRunStore: this process only
+    disk, disk:///path   disk.DiskRunStore: files shared by the workers of one machine
+    redis://host:port/db redis_store.RedisRunStore: shared by several machines
+    auto                 memory for one worker process, disk for more
+
+Every store keeps the same things (blobs.py: the network with its resolved weights, the input,
+every layer's output, labels, model, time), is bounded by run_store_max_bytes and
+run_ttl_seconds, and answers an unknown or dropped run with the same 404.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from app.run_stores.disk import DiskRunStore
+from app.runs import MemoryRunStore, RunStore
+from app.settings import Settings
+
+log = logging.getLogger("cnn_explorer")
+
+__all__ = ["DiskRunStore", "describe_run_store", "open_run_store", "resolve_run_store"]
+
+
+def worker_processes(settings: Settings) -> int:
+    """How many server processes may share runs: the workers setting, uvicorn's and gunicorn's
+    WEB_CONCURRENCY, or 2 when this process was spawned by a supervisor (uvicorn --workers N
+    runs each worker as a multiprocessing child; a lone server has no parent process)."""
+    declared = os.environ.get("WEB_CONCURRENCY", "")
+    count = max(settings.workers, int(declared) if declared.isdigit() else 1)
+    if count == 1 and multiprocessing.parent_process() is not None:
+        count = 2
+    return count
+
+
+def resolve_run_store(settings: Settings) -> str:
+    """settings.run_store with `auto` and `disk` made explicit: "memory", "disk:///...", a URL."""
+    choice = settings.run_store
+    if choice == "auto":
+        choice = "memory" if worker_processes(settings) == 1 else "disk"
+    if choice == "disk":
+        choice = f"disk://{(settings.data_dir / 'runs').resolve()}"
+    return choice
+
+
+def redis_address(url: str) -> str:
+    """redis://user:secret@host:6379/0 -> "host:6379/0" (no credentials in logs or messages)."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return parts.path
+    return f"{parts.hostname}:{parts.port or 6379}{parts.path or '/0'}"
+
+
+def describe_run_store(settings: Settings) -> str:
+    """Where runs are kept, for a log line, without credentials: "Redis at host:6379/0"."""
+    choice = resolve_run_store(settings)
+    if choice == "memory":
+        return "each worker's memory"
+    if choice.startswith("disk://"):
+        return f"files under {choice.removeprefix('disk://')}"
+    return f"Redis at {redis_address(choice)}"
+
+
+def open_run_store(settings: Settings) -> RunStore:
+    """The run store the settings ask for (see the module docstring)."""
+    choice = resolve_run_store(settings)
+    bounds = {"max_bytes": settings.run_store_max_bytes, "ttl_seconds": settings.run_ttl_seconds}
+    if choice == "memory":
+        return MemoryRunStore(**bounds)
+    if choice.startswith("disk://"):
+        root = Path(choice.removeprefix("disk://"))
+        if not root.is_absolute():
+            raise ValueError(f"run_store {choice!r}: give an absolute path, as disk:///srv/runs")
+        return DiskRunStore(root, **bounds)
+    # The redis package is imported only by those who use it.
+    from app.run_stores.redis_store import RedisRunStore, RunStoreUnavailableError
+
+    store = RedisRunStore(choice, **bounds)
+    try:
+        store.ping()
+    except RunStoreUnavailableError as e:  # start anyway: requests answer 503 until it does
+        log.warning("%s", e.message)
+    return store

@@ -1,0 +1,262 @@
+"""Runs in Redis, shared by every worker of every machine that points at the same database.
+
+Keys (all under `prefix`, default "cnn-explorer:"):
+    run:<run_id>    hash {"net": the network's key, "data": the run blob}  (blobs.py)
+    net:<sha256>    the network blob, shared by the runs made with it
+    lru             sorted set: every run and network key, scored by last use (Redis TIME, ms)
+    sizes           hash: key -> blob bytes;  bytes: their sum
+
+Every change is one Lua script, so workers on several machines see one consistent store:
+- Bounded by age: run and network keys carry a TTL (PEXPIRE), renewed on every use; Redis drops
+  them by itself. Index entries older than the TTL are removed at the next put.
+- Bounded by bytes: a put drops the least recently used keys (by the sorted set) until the new
+  run and, if Redis lacks it, its network fit in max_bytes of blobs. A get renews the network with
+  the run, so a network is dropped only after its runs. Redis adds ~100 bytes per key on top.
+- Redis's own `maxmemory` is a safety net, not the bound: configure `volatile-lru` (or
+  `volatile-ttl`) so that it can only ever drop run and network keys, never the index (which has
+  no TTL); a run whose key Redis dropped is then a 404 and its index entry is cleaned up.
+Not for Redis Cluster: the scripts touch keys they read from other keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+
+import redis
+
+from app.cnn import Network
+from app.errors import AppError
+from app.run_stores import redis_address
+from app.run_stores.blobs import (
+    BlobError,
+    NetworkCache,
+    NetworkKeys,
+    decode_network,
+    decode_run,
+    encode_run,
+)
+from app.runs import RUN_ID, Run, run_not_found, run_too_large
+
+log = logging.getLogger("cnn_explorer")
+
+_PRELUDE = """
+local lru, sizes, total_key = KEYS[1], KEYS[2], KEYS[3]
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function forget(key)
+  redis.call('DEL', key)
+  local size = redis.call('HGET', sizes, key)
+  if size then
+    redis.call('DECRBY', total_key, size)
+    redis.call('HDEL', sizes, key)
+  end
+  redis.call('ZREM', lru, key)
+end
+local function expire_old(now, ttl)
+  for _, key in ipairs(redis.call('ZRANGEBYSCORE', lru, '-inf', '(' .. (now - ttl))) do
+    forget(key)
+  end
+end
+"""
+
+# KEYS: lru, sizes, bytes, run key, network key. ARGV: ttl ms, max bytes, run blob, network blob
+# or "" (then 0 is returned when Redis lacks the network: call again with it). Returns 1 when kept.
+_PUT = (
+    _PRELUDE
+    + """
+local ttl, max = tonumber(ARGV[1]), tonumber(ARGV[2])
+local run_key, net_key, run_blob, net_blob = KEYS[4], KEYS[5], ARGV[3], ARGV[4]
+local now = now_ms()
+expire_old(now, ttl)
+local have_net = redis.call('EXISTS', net_key) == 1
+if not have_net then
+  forget(net_key)
+  if net_blob == '' then return 0 end
+end
+forget(run_key)
+redis.call('ZADD', lru, now, net_key)
+local incoming = #run_blob
+if not have_net then incoming = incoming + #net_blob end
+local total = tonumber(redis.call('GET', total_key) or '0')
+while total + incoming > max do
+  local oldest = redis.call('ZRANGE', lru, 0, 1)
+  local victim = oldest[1]
+  if victim == net_key then victim = oldest[2] end
+  if not victim then break end
+  forget(victim)
+  total = tonumber(redis.call('GET', total_key) or '0')
+end
+if have_net then
+  redis.call('PEXPIRE', net_key, ttl)
+else
+  redis.call('SET', net_key, net_blob, 'PX', ttl)
+  redis.call('HSET', sizes, net_key, #net_blob)
+  redis.call('INCRBY', total_key, #net_blob)
+end
+redis.call('HSET', run_key, 'net', net_key, 'data', run_blob)
+redis.call('PEXPIRE', run_key, ttl)
+redis.call('ZADD', lru, now, run_key)
+redis.call('HSET', sizes, run_key, #run_blob)
+redis.call('INCRBY', total_key, #run_blob)
+return 1
+"""
+)
+
+# KEYS: lru, sizes, bytes, run key. ARGV: ttl ms. Renews the run and its network;
+# returns {network key, run blob}, or nil when either is gone.
+_GET = (
+    _PRELUDE
+    + """
+local ttl, run_key = tonumber(ARGV[1]), KEYS[4]
+local net_key = redis.call('HGET', run_key, 'net')
+if not net_key then forget(run_key) return false end
+if redis.call('PEXPIRE', net_key, ttl) == 0 then
+  forget(run_key)
+  forget(net_key)
+  return false
+end
+redis.call('PEXPIRE', run_key, ttl)
+local now = now_ms()
+redis.call('ZADD', lru, now, run_key, now, net_key)
+return {net_key, redis.call('HGET', run_key, 'data')}
+"""
+)
+
+# KEYS: lru, sizes, bytes. ARGV: ttl ms, run key prefix. Returns {live runs, live bytes}.
+_STATS = (
+    _PRELUDE
+    + """
+expire_old(now_ms(), tonumber(ARGV[1]))
+local runs = 0
+for _, key in ipairs(redis.call('ZRANGE', lru, 0, -1)) do
+  if string.sub(key, 1, #ARGV[2]) == ARGV[2] then runs = runs + 1 end
+end
+return {runs, tonumber(redis.call('GET', total_key) or '0')}
+"""
+)
+
+# KEYS: lru, sizes, bytes, run key.
+_DELETE = _PRELUDE + "forget(KEYS[4]) return 1"
+
+
+class RunStoreUnavailableError(AppError):
+    """The shared run store does not answer (503): a server problem, not the client's."""
+
+    status_code = 503
+
+
+class RedisRunStore:
+    """Runs in the Redis database at url, bounded by max_bytes of blobs and by ttl_seconds."""
+
+    def __init__(
+        self,
+        url: str,
+        max_bytes: int,
+        ttl_seconds: float,
+        prefix: str = "cnn-explorer:",
+        timeout_seconds: float = 10.0,
+    ) -> None:
+        self.url = url
+        self.max_bytes = max_bytes
+        self.ttl_seconds = ttl_seconds
+        self.prefix = prefix
+        self._ttl_ms = max(1, round(ttl_seconds * 1000))
+        self._client = redis.Redis.from_url(
+            url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds
+        )
+        self._index = [f"{prefix}lru", f"{prefix}sizes", f"{prefix}bytes"]
+        self._put = self._client.register_script(_PUT)
+        self._get = self._client.register_script(_GET)
+        self._stats = self._client.register_script(_STATS)
+        self._delete = self._client.register_script(_DELETE)
+        self._keys = NetworkKeys()
+        self._cache = NetworkCache()
+
+    def __repr__(self) -> str:
+        return f"RedisRunStore({redis_address(self.url)!r}, prefix={self.prefix!r})"
+
+    # -- the RunStore interface ----------------------------------------------------------------
+    def put(self, run: Run) -> None:
+        key, network_blob = self._keys.encode(run.network)
+        with self._unavailable_as_503():
+            run_blob = encode_run(run, key, created=time.time()).to_bytes()
+            if len(run_blob) + network_blob.nbytes > self.max_bytes:
+                raise run_too_large(len(run_blob) + network_blob.nbytes, self.max_bytes)
+            keys = [*self._index, self._run_key(run.run_id), self._network_key(key)]
+            args = [self._ttl_ms, self.max_bytes, run_blob]
+            if not self._put(keys, [*args, b""]):  # Redis lacks the network: send it too
+                self._put(keys, [*args, network_blob.to_bytes()])
+        self._cache.put(self._network_key(key), run.network)
+
+    def get(self, run_id: str) -> Run:
+        if not RUN_ID.match(run_id):
+            raise run_not_found(run_id, self.ttl_seconds)
+        with self._unavailable_as_503():
+            found = self._get([*self._index, self._run_key(run_id)], [self._ttl_ms])
+            if found is None:
+                raise run_not_found(run_id, self.ttl_seconds)
+            network_key, data = found
+            try:
+                return decode_run(data, lambda _: self._network(network_key.decode(), run_id))
+            except (BlobError, KeyError) as e:
+                log.warning("run %s in %r is unreadable: %s", run_id, self, e)
+                raise run_not_found(run_id, self.ttl_seconds) from None
+
+    def delete(self, run_id: str) -> None:
+        if RUN_ID.match(run_id):
+            with self._unavailable_as_503():
+                self._delete([*self._index, self._run_key(run_id)])
+
+    def __len__(self) -> int:
+        return int(self._stats_now()[0])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of every live run and network blob."""
+        return int(self._stats_now()[1])
+
+    def close(self) -> None:
+        self._client.close()
+
+    def ping(self) -> None:
+        """Raise RunStoreUnavailableError unless Redis answers."""
+        with self._unavailable_as_503():
+            self._client.ping()
+
+    # -- keys and connection -------------------------------------------------------------------
+    def _run_key(self, run_id: str) -> str:
+        return f"{self.prefix}run:{run_id}"
+
+    def _network_key(self, key: str) -> str:
+        return f"{self.prefix}net:{key}"
+
+    def _network(self, network_key: str, run_id: str) -> Network:
+        network = self._cache.get(network_key)
+        if network is None:
+            data = self._client.get(network_key)
+            if data is None:  # dropped since the run was read
+                raise run_not_found(run_id, self.ttl_seconds)
+            network = decode_network(data)
+            self._cache.put(network_key, network)
+        return network
+
+    def _stats_now(self) -> list[int]:
+        with self._unavailable_as_503():
+            return self._stats(self._index, [self._ttl_ms, f"{self.prefix}run:"])
+
+    @contextlib.contextmanager
+    def _unavailable_as_503(self) -> Iterator[None]:
+        """Redis connection problems as a 503 naming the server (not its password)."""
+        try:
+            yield
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+            log.error("run store %r: %s", self, e)
+            raise RunStoreUnavailableError(
+                f"The run store (Redis at {redis_address(self.url)}) does not answer, so runs "
+                "cannot be kept or read just now; try again in a minute."
+            ) from e
