@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -17,6 +17,7 @@ from PIL import Image
 
 from app.main import create_app
 from app.settings import Settings
+from tests.redis_server import REDIS_SERVER, redis_server
 
 WORKED_EXAMPLE = {
     "input": {"height": 32, "width": 32, "channels": 3},
@@ -62,6 +63,15 @@ def huge_png_header(width: int = 40000, height: int = 40000) -> bytes:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A redis-server for this test session on loopback (tests/redis_server.py)."""
+    if not Path(REDIS_SERVER).exists():
+        pytest.skip("redis-server is not installed (apt-get install redis-server; make test does)")
+    with redis_server() as url:
+        yield url
 
 
 @pytest.fixture
