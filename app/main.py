@@ -20,6 +20,7 @@ from app.routers import api_router
 from app.routers.deps import package_version
 from app.run_stores import describe_run_store, open_run_store
 from app.runs import RenderCache
+from app.security import install_security
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("cnn_explorer")
@@ -120,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     limit_blas_threads(settings.blas_threads)
     app.add_middleware(BodySizeLimit, max_bytes=max_body)
     app.add_middleware(WorkerPidHeader)
+    install_security(app, settings.cors_origins)
     app.include_router(api_router)
     app.mount("/static", StaticFiles(directory=settings.static_dir, check_dir=False), name="static")
     templates = Jinja2Templates(directory=settings.templates_dir)
