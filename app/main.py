@@ -40,16 +40,25 @@ _MULTIPART_SLACK = 64 * 1024
 class BodySizeLimit:
     """Refuse request bodies over max_bytes with a JSON 413, before they are read.
 
-    A declared Content-Length is refused at once; a streamed body is counted as it arrives and
-    cut off with HTTPException(413), which the error handler turns into the same JSON.
-    (FastAPI's own max_body_size answers in plain text, which the API contract does not allow.)
+    Multipart bodies (an upload) may have max_bytes; any other body (a network spec in JSON) may
+    have max_json_bytes. A declared Content-Length is refused at once; a streamed body is counted
+    as it arrives and cut off with HTTPException(413), which the error handler turns into the
+    same JSON. (FastAPI's own max_body_size answers in plain text, which the API contract does
+    not allow.)
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, max_json_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_json_bytes = max_bytes if max_json_bytes is None else max_json_bytes
 
-    def message(self) -> str:
+    def message(self, multipart: bool = True) -> str:
+        if not multipart:
+            return (
+                "The request body is larger than this server accepts for a network spec "
+                f"({file_size(self.max_json_bytes)}). Leave out inline weights, or use a preset "
+                "model."
+            )
         return (
             f"The request body is larger than this server accepts ({file_size(self.max_bytes)} "
             "including the image and the network). Send a smaller image."
@@ -59,9 +68,13 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = Headers(scope=scope).get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            response = JSONResponse({"detail": {"message": self.message()}}, status_code=413)
+        headers = Headers(scope=scope)
+        multipart = headers.get("content-type", "").lower().startswith("multipart/")
+        limit = self.max_bytes if multipart else self.max_json_bytes
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            detail = {"message": self.message(multipart)}
+            response = JSONResponse({"detail": detail}, status_code=413)
             await response(scope, receive, send)
             return
         received = 0
@@ -71,8 +84,8 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise HTTPException(413, self.message())
+                if received > limit:
+                    raise HTTPException(413, self.message(multipart))
             return message
 
         await self.app(scope, counted, send)
@@ -119,7 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app, settings.cpu_workers, settings.cpu_queue, settings.cpu_time_budget_seconds
     )
     limit_blas_threads(settings.blas_threads)
-    app.add_middleware(BodySizeLimit, max_bytes=max_body)
+    app.add_middleware(BodySizeLimit, max_bytes=max_body, max_json_bytes=settings.max_network_bytes)
     app.add_middleware(WorkerPidHeader)
     install_security(app, settings.cors_origins)
     app.include_router(api_router)
