@@ -301,6 +301,17 @@ def _is_network_error(err: Mapping[str, Any]) -> bool:
     return len(loc) == 1 or loc[1] in _NETWORK_KEYS or err["type"] in network_kinds
 
 
+def unreadable_json(error: BaseException | None) -> str:
+    """Why a JSON parser gave up on text that is not simply malformed, in words."""
+    if isinstance(error, UnicodeDecodeError):
+        return "it is not UTF-8 text"
+    if isinstance(error, RecursionError):
+        return "it is nested too deeply"
+    if error is not None and "digits" in str(error):
+        return "a number has more than 4300 digits"
+    return str(error or "it is unreadable")
+
+
 # -- handlers ----------------------------------------------------------------------------------
 def _reply(status: int, detail: Mapping[str, Any]) -> JSONResponse:
     return JSONResponse(status_code=status, content={"detail": dict(detail)})
@@ -345,6 +356,16 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
             "weights, or use a preset model."
         )
         return _reply(413, {"message": message})
+    if exc.status_code == 400 and message == "There was an error parsing the body":
+        # FastAPI's answer to a JSON body its parser gives up on (not UTF-8, nested too
+        # deeply, a number of over 4300 digits): a body that is not a network spec (422).
+        found = issue(
+            None,
+            None,
+            f"The body could not be read as JSON: {unreadable_json(exc.__cause__)}.",
+            "Send the network spec as UTF-8 JSON with Content-Type: application/json.",
+        )
+        return _reply(422, {"message": summarize("The network", [found]), "errors": [found]})
     if exc.status_code == 404 and message == "Not Found":
         message = f"There is nothing at {request.url.path}. The API lives under /api/v1."
     return JSONResponse(

@@ -11,7 +11,14 @@ from fastapi import APIRouter
 from pydantic import ValidationError
 
 from app.cnn import Network, ShapeReport, build_network, estimate_activation_bytes, infer_shapes
-from app.errors import InvalidNetworkError, IssueDict, issue, issues_from_pydantic, summarize
+from app.errors import (
+    InvalidNetworkError,
+    IssueDict,
+    issue,
+    issues_from_pydantic,
+    summarize,
+    unreadable_json,
+)
 from app.routers.deps import SettingsDep, error_responses
 from app.schemas import (
     AvgPoolLayer,
@@ -169,6 +176,10 @@ def parse_network_field(text: str) -> NetworkSpecModel:
             f"The network field is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}.",
             "Send the network spec as a JSON string (JSON.stringify(spec)).",
         )
+        raise InvalidNetworkError(summarize("The network", [found]), [found]) from None
+    except (ValueError, RecursionError) as e:  # a number over 4300 digits, nesting too deep
+        message = f"The network field could not be read as JSON: {unreadable_json(e)}."
+        found = issue(None, "network", message, None)
         raise InvalidNetworkError(summarize("The network", [found]), [found]) from None
     try:
         return NetworkSpecModel.model_validate(data)
