@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from app.cnn import train_layers
 from app.cnn.network import build_network
 from app.cnn.shapes import infer_shapes
 from app.cnn.spec import (
@@ -272,3 +273,19 @@ def test_untrained_network_starts_from_the_engines_seeded_weights() -> None:
         if isinstance(written_spec, ConvSpec | DenseSpec):
             np.testing.assert_array_equal(written_spec.weights, layer.weights)
             np.testing.assert_array_equal(written_spec.bias, layer.bias)
+
+
+@pytest.mark.parametrize(("stride", "padding"), [(1, 1), (2, 1), (1, 3)])
+def test_conv_in_one_image_chunks_equals_the_whole_batch(monkeypatch, stride, padding) -> None:
+    rng = np.random.default_rng(8)
+    weights, bias = rng.standard_normal((4, 3, 3, 2)), rng.standard_normal(4)
+    x = rng.standard_normal((5, 9, 7, 2))
+    whole = Conv2D(weights, bias, stride, padding, relu=True)
+    y = whole.forward(x)
+    dy = rng.standard_normal(y.shape)
+    dx = whole.backward(dy)
+    monkeypatch.setattr(train_layers, "COLUMN_BUDGET_BYTES", 1)  # one image per chunk
+    chunked = Conv2D(weights, bias, stride, padding, relu=True)
+    np.testing.assert_allclose(chunked.forward(x), y, rtol=1e-12)
+    np.testing.assert_allclose(chunked.backward(dy), dx, rtol=1e-12)
+    np.testing.assert_allclose(chunked.grads["weights"], whole.grads["weights"], rtol=1e-12)

@@ -18,7 +18,7 @@ from app.cnn.spec import (
     NetworkSpec,
     PoolSpec,
 )
-from app.cnn.trainer import TrainConfig, TrainError, evaluate, train
+from app.cnn.trainer import TrainableNetwork, TrainConfig, TrainError, evaluate, train
 
 TINY = NetworkSpec(
     InputSpec(12, 12, 1),
@@ -91,6 +91,15 @@ def test_weight_decay_shrinks_weights_but_not_biases() -> None:
     np.testing.assert_allclose(params["bias"], [1.0, 1.0])
 
 
+def test_adam_weight_decay_is_decoupled_from_the_gradient_scale() -> None:
+    # With zero gradients Adam's own step is 0; decoupled decay still shrinks by lr * decay.
+    params = {"weights": np.array([2.0, -4.0]), "bias": np.array([3.0])}
+    grads = {"weights": np.zeros(2), "bias": np.zeros(1)}
+    Adam([(params, grads)], learning_rate=0.1, weight_decay=0.5).step()
+    np.testing.assert_allclose(params["weights"], [1.9, -3.8])
+    np.testing.assert_allclose(params["bias"], [3.0])
+
+
 def test_training_learns_bar_directions_and_reports_every_epoch(tiny_data) -> None:
     x, y, x_test, y_test = tiny_data
     reports = []
@@ -98,7 +107,7 @@ def test_training_learns_bar_directions_and_reports_every_epoch(tiny_data) -> No
         TINY,
         x,
         y,
-        TrainConfig(epochs=8, batch_size=16, learning_rate=1e-2),
+        TrainConfig(epochs=8, batch_size=16, learning_rate=1e-2, workers=1),
         x_test=x_test,
         y_test=y_test,
         on_epoch=reports.append,
@@ -177,3 +186,24 @@ def test_labels_beyond_the_outputs_are_refused_with_the_fix(tiny_data) -> None:
 def test_images_of_the_wrong_shape_are_refused() -> None:
     with pytest.raises(TrainError, match=r"expects \(12, 12, 1\)"):
         train(TINY, np.zeros((2, 28, 28, 1), np.float32), np.array([0, 1]))
+
+
+def test_two_workers_sum_to_the_same_gradients_as_one() -> None:
+    x, y = bars(21, seed=3)  # an odd batch: shares of 10 and 11 images
+    serial = TrainableNetwork(TINY, dtype=np.float64)
+    split = TrainableNetwork(TINY, dtype=np.float64, workers=2)
+    loss1, logits1 = serial.loss_and_backward(x.astype(np.float64), y)
+    loss2, logits2 = split.loss_and_backward(x.astype(np.float64), y)
+    split.close()
+    assert loss2 == pytest.approx(loss1, rel=1e-12)
+    np.testing.assert_allclose(logits2, logits1, rtol=1e-12)
+    for (_, g1), (_, g2) in zip(serial.param_groups(), split.param_groups(), strict=True):
+        for name in g1:
+            np.testing.assert_allclose(g2[name], g1[name], rtol=1e-10, atol=1e-14)
+
+
+def test_training_with_two_workers_learns_like_one(tiny_data) -> None:
+    x, y, x_test, y_test = tiny_data
+    config = TrainConfig(epochs=8, batch_size=16, learning_rate=1e-2, workers=2)
+    result = train(TINY, x, y, config, x_test=x_test, y_test=y_test)
+    assert result.history[-1].test_accuracy >= 0.9

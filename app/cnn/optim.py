@@ -48,9 +48,11 @@ class SGD:
 
 
 class Adam:
-    """Adam (Kingma & Ba 2015) with bias correction.
+    """Adam (Kingma & Ba 2015) with bias correction, and decoupled weight decay (AdamW).
 
     m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;  p <- p - lr * m_hat / (sqrt(v_hat) + eps)
+    Weight decay shrinks weights (not biases) by lr * weight_decay per step, apart from the
+    gradient (Loshchilov & Hutter 2019): L2 added to g would be rescaled away by Adam.
     """
 
     def __init__(
@@ -76,7 +78,9 @@ class Adam:
         lr_t = float(self.learning_rate * np.sqrt(1 - b2**self._t) / (1 - b1**self._t))
         for (params, grads), m_group, v_group in zip(self.groups, self._m, self._v, strict=True):
             for name, param in params.items():
-                g = _decayed(name, param, grads[name], self.weight_decay)
+                g = grads[name]
+                if self.weight_decay and name == "weights":  # decoupled, as in AdamW
+                    param *= 1.0 - self.learning_rate * self.weight_decay
                 m, v = m_group[name], v_group[name]
                 m *= b1
                 m += (1 - b1) * g

@@ -4,22 +4,31 @@ The batched network starts from exactly the weights that app/cnn/network.py draw
 (it builds the single-image Network and copies its resolved weights), so `to_spec()` after zero
 steps gives the same numbers, and a trained spec runs unchanged in the single-image engine.
 
+Training uses both cores by data parallelism: each worker thread runs forward and backward on
+its share of the mini-batch through its own copy of the layers (sharing the parameter arrays),
+with BLAS held to one thread meanwhile (threadpoolctl); NumPy releases the GIL in the big array
+operations, so the threads really run side by side. The gradients are summed before the step.
+
 X : ndarray of shape (n_ex, height, width, channels), float32 in [0, 1]
 y : ndarray of shape (n_ex,), integer class labels in [0, n_classes)
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import math
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from .network import build_network
-from .optim import make_optimizer
+from .optim import SGD, Adam, make_optimizer
 from .shapes import resolve_padding
 from .spec import (
     ConvSpec,
@@ -81,6 +90,37 @@ def _batched_layer(layer_spec: LayerSpec, engine_layer: object, dtype: np.dtype)
     raise TrainError(f"Layer type {getattr(layer_spec, 'type', layer_spec)!r} cannot be trained.")
 
 
+# A worker's share below this many images costs more in thread hand-offs than it saves.
+MIN_SHARE = 4
+
+
+def default_workers() -> int:
+    """Threads for data-parallel training: up to 2 cores, 1 when BLAS cannot be held to 1."""
+    try:
+        import threadpoolctl  # noqa: F401
+    except ImportError:
+        return 1
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+@contextlib.contextmanager
+def blas_single_threaded(enabled: bool = True) -> Iterator[None]:
+    """Hold BLAS to one thread inside the block (worker threads supply the parallelism).
+
+    Process-wide while it lasts: single-image forwards running meanwhile get one BLAS thread too.
+    """
+    if not enabled:
+        yield
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 class TrainableNetwork:
     """A NetworkSpec as batched layers with parameters, for learning.
 
@@ -88,7 +128,7 @@ class TrainableNetwork:
     dense layer with activation "softmax" is trained through softmax_cross_entropy.
     """
 
-    def __init__(self, spec: NetworkSpec, dtype: type = np.float32) -> None:
+    def __init__(self, spec: NetworkSpec, dtype: type = np.float32, workers: int = 1) -> None:
         engine = build_network(spec)  # raises SpecError for an impossible network
         for i, layer_spec in enumerate(spec.layers[:-1]):
             if isinstance(layer_spec, DenseSpec) and layer_spec.activation == "softmax":
@@ -110,6 +150,57 @@ class TrainableNetwork:
         out_shape = engine.report.layers[-1].output_shape if spec.layers else ()
         self.n_classes = math.prod(out_shape) if out_shape else 0
         self.input_shape = (spec.input.height, spec.input.width, spec.input.channels)
+        self.workers = max(1, workers)
+        self._replicas: list[TrainableNetwork] = []
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _replica(self) -> TrainableNetwork:
+        """Another set of layers over the SAME parameter arrays, with its own caches and grads."""
+        twin = copy.copy(self)
+        twin.layers = [copy.copy(layer) for layer in self.layers]
+        for layer in twin.layers:
+            layer.grads = {name: np.zeros_like(g) for name, g in layer.grads.items()}
+        twin.workers, twin._replicas, twin._pool = 1, [], None
+        return twin
+
+    def loss_and_backward(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        """Mean cross-entropy of the batch x (N, H, W, C), y (N,); fills grads; returns logits.
+
+        With workers > 1 the batch is split between threads (each share at least
+        MIN_SHARE images) and their gradients are summed: the result equals the serial one up to
+        float rounding.
+        """
+        shares = min(self.workers, len(x) // MIN_SHARE)
+        if shares <= 1:
+            logits = self.forward(x)
+            loss, dlogits = softmax_cross_entropy(logits, y)
+            self.backward(dlogits)
+            return loss, logits
+        if self._pool is None:
+            self._replicas = [self] + [self._replica() for _ in range(self.workers - 1)]
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="train")
+        bounds = np.linspace(0, len(x), shares + 1).astype(int)
+
+        def run(part: int) -> tuple[float, np.ndarray]:
+            net, lo, hi = self._replicas[part], bounds[part], bounds[part + 1]
+            logits = net.forward(x[lo:hi])
+            loss, dlogits = softmax_cross_entropy(logits, y[lo:hi])
+            net.backward(dlogits * ((hi - lo) / len(x)))  # each share's part of the batch mean
+            return loss * (hi - lo) / len(x), logits
+
+        results = list(self._pool.map(run, range(shares)))
+        for i, layer in enumerate(self.layers):
+            for name in layer.grads:
+                layer.grads[name] = sum(
+                    rep.layers[i].grads[name] for rep in self._replicas[:shares]
+                )
+        return sum(r[0] for r in results), np.concatenate([r[1] for r in results])
+
+    def close(self) -> None:
+        """Stop the worker threads (a closed network still works, serially or by reopening)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool, self._replicas = None, []
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x (N, H, W, C) -> logits (N, n_classes), keeping what backward needs."""
@@ -175,6 +266,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "cosine"  # "cosine" (decay to 0 over all steps) | "constant"
     seed: int = 0
+    workers: int | None = None  # threads sharing each batch; None = default_workers()
 
 
 @dataclass(frozen=True)
@@ -266,7 +358,8 @@ def train(
     Setting `cancel` stops at the next batch and returns the weights reached so far with
     cancelled=True (the unfinished epoch gets no report).
     """
-    net = TrainableNetwork(spec)
+    workers = default_workers() if config.workers is None else config.workers
+    net = TrainableNetwork(spec, workers=workers)
     y = np.asarray(y, dtype=np.int64)
     _check_data(net, x, y)
     if config.epochs < 1 or config.batch_size < 1:
@@ -274,17 +367,62 @@ def train(
     optimizer = make_optimizer(
         config.optimizer, net.param_groups(), config.learning_rate, config.weight_decay
     )
+    history: list[EpochReport] = []
+    try:
+        with blas_single_threaded(net.workers > 1):
+            cancelled = _epochs(
+                net,
+                optimizer,
+                x,
+                y,
+                config,
+                history,
+                x_test,
+                y_test,
+                augment,
+                on_epoch,
+                on_batch,
+                cancel,
+            )
+    finally:
+        net.close()
+    return TrainResult(net.to_spec(), history, cancelled=cancelled)
+
+
+def train_step(
+    net: TrainableNetwork, optimizer: SGD | Adam, x: np.ndarray, y: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """One optimisation step on the batch x (B, H, W, C), y (B,); returns (loss, logits (B, K))."""
+    loss, logits = net.loss_and_backward(x, y)
+    optimizer.step()
+    return loss, logits
+
+
+def _epochs(
+    net: TrainableNetwork,
+    optimizer: SGD | Adam,
+    x: np.ndarray,
+    y: np.ndarray,
+    config: TrainConfig,
+    history: list[EpochReport],
+    x_test: np.ndarray | None,
+    y_test: np.ndarray | None,
+    augment: Augment | None,
+    on_epoch: Callable[[EpochReport], None] | None,
+    on_batch: Callable[[int, int, float], None] | None,
+    cancel: threading.Event | None,
+) -> bool:
+    """The epoch loop of train(); appends to history; returns True when cancelled."""
     rng = np.random.default_rng(config.seed)
     steps_per_epoch = math.ceil(len(x) / config.batch_size)
     total_steps, step = config.epochs * steps_per_epoch, 0
-    history: list[EpochReport] = []
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
         order = rng.permutation(len(x))
         loss_sum, correct = 0.0, 0
         for first in range(0, len(x), config.batch_size):
             if cancel is not None and cancel.is_set():
-                return TrainResult(net.to_spec(), history, cancelled=True)
+                return True
             batch = order[first : first + config.batch_size]
             xb, yb = x[batch], y[batch]  # (B, H, W, C), (B,)
             if augment is not None:
@@ -293,10 +431,7 @@ def train(
                 optimizer.learning_rate = (
                     config.learning_rate * 0.5 * (1 + math.cos(math.pi * step / total_steps))
                 )
-            logits = net.forward(xb)  # (B, n_classes)
-            loss, dlogits = softmax_cross_entropy(logits, yb)
-            net.backward(dlogits)
-            optimizer.step()
+            loss, logits = train_step(net, optimizer, xb, yb)  # logits (B, n_classes)
             step += 1
             loss_sum += loss * len(batch)
             correct += int(np.sum(logits.argmax(axis=1) == yb))
@@ -319,4 +454,4 @@ def train(
         history.append(report)
         if on_epoch is not None:
             on_epoch(report)
-    return TrainResult(net.to_spec(), history)
+    return False
