@@ -9,9 +9,17 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-# The im2col column buffer for one chunk of output rows stays under this many bytes, so a large
-# image (3x512x512 through 7x7 filters) streams through the cache instead of one 38 MB matrix.
-COLUMN_BUDGET_BYTES = 4 * 2**20
+# Each chunk of output rows gets a column buffer of at most this many bytes (one row at least), so
+# the columns are written and read back while still in the core's cache (2 MiB of L2 here), and
+# the buffer stays small enough that the allocator reuses it instead of faulting in fresh pages.
+COLUMN_BUDGET_BYTES = 2**20
+
+# Kernel rows shorter than this many values (F*C, e.g. 3x3 or 7x7 over RGB) take the
+# channels-first route when the output is big enough to repay the transposed copy of the input:
+# copying runs of F*C values from a channels-last image is slow when they are that short, while in
+# channels-first order each column row is a run of a whole output row.
+CHANNELS_FIRST_BELOW = 32
+CHANNELS_FIRST_MIN_CELLS = 64 * 64
 
 
 def _output_length(n: int, f: int, p: int, s: int) -> int:
@@ -28,6 +36,131 @@ def _pad(x: np.ndarray, padding: int, fill: float) -> np.ndarray:
     return xp
 
 
+def _rows_per_chunk(ho: int, row_bytes: int) -> int:
+    return max(1, min(ho, COLUMN_BUDGET_BYTES // row_bytes))
+
+
+def _conv_channels_last(
+    x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, padding: int, out: np.ndarray
+) -> None:
+    """im2col with one column row per output cell, values in (fy, fx, c) order, then a 1.
+
+    x (H, W, C), w (K, F, F, C), b (K,); writes out (Ho, Wo, K). The trailing 1 in every column
+    row meets the bias row of the weight matrix, so the GEMM adds the bias for free.
+    """
+    ho, wo, k = out.shape
+    f, c = w.shape[1], w.shape[3]
+    xp = _pad(x, padding, 0.0)
+    fc = f * c
+    depth = f * fc + 1
+    # For one output cell and one kernel row fy, the F*C values it reads are contiguous in xp,
+    # so the window view is (Ho, Wo, F, F*C). Strides from the shape, not xp.strides: NumPy may
+    # report any stride (even 0) for a length-1 axis, and as_strided would read the wrong memory.
+    s_item = xp.itemsize
+    s_col, s_row = c * s_item, xp.shape[1] * c * s_item
+    windows = as_strided(
+        xp,
+        shape=(ho, wo, f, fc),
+        strides=(stride * s_row, stride * s_col, s_row, s_item),
+        writeable=False,
+    )
+    w_aug = np.empty((depth, k), dtype=np.float32)  # (F*F*C + 1, K)
+    w_aug[:-1] = w.reshape(k, depth - 1).T
+    w_aug[-1] = b
+    rows = _rows_per_chunk(ho, wo * depth * 4)
+    cols = np.empty((rows, wo, depth), dtype=np.float32)  # reused by every chunk
+    cols[:, :, -1] = 1.0
+    for top in range(0, ho, rows):
+        n = min(rows, ho - top)
+        np.copyto(cols[:n, :, :-1].reshape(n, wo, f, fc), windows[top : top + n])
+        np.matmul(cols[:n].reshape(n * wo, depth), w_aug, out=out[top : top + n].reshape(n * wo, k))
+
+
+def _phase_planes(
+    x: np.ndarray, f: int, stride: int, padding: int, ho: int, wo: int
+) -> tuple[np.ndarray, int]:
+    """The zero-padded input, channels first, split into its S*S stride phases.
+
+    x (H, W, C) -> planes (P, P, C, Hq, Wq) with P = min(S, F), where
+    planes[py, px, c, i, j] = xpad[S*i + py, S*j + px, c], and Hq, Wq just cover the output.
+    With stride 1 this is simply the padded image transposed to (C, H + 2P, W + 2P).
+    """
+    h, w, c = x.shape
+    phases = min(stride, f)
+    reach = -(-f // stride)  # kernel taps per phase, at most
+    hq, wq = ho + reach - 1, wo + reach - 1
+    planes = np.empty((phases, phases, c, hq, wq), dtype=np.float32)
+    for py in range(phases):
+        i0 = max(0, -(-(padding - py) // stride))  # first phase row that lies inside x
+        y0 = stride * i0 + py - padding  # ... and the row of x it holds
+        ni = max(0, min(hq - i0, -(-(h - y0) // stride)))
+        for px in range(phases):
+            j0 = max(0, -(-(padding - px) // stride))
+            x0 = stride * j0 + px - padding
+            nj = max(0, min(wq - j0, -(-(w - x0) // stride)))
+            plane = planes[py, px]
+            plane[:, :i0] = 0.0
+            plane[:, i0 + ni :] = 0.0
+            plane[:, i0 : i0 + ni, :j0] = 0.0
+            plane[:, i0 : i0 + ni, j0 + nj :] = 0.0
+            if ni and nj:
+                inside = x[
+                    y0 : y0 + stride * (ni - 1) + 1 : stride,
+                    x0 : x0 + stride * (nj - 1) + 1 : stride,
+                ]
+                plane[:, i0 : i0 + ni, j0 : j0 + nj] = inside.transpose(2, 0, 1)
+    return planes, phases
+
+
+def _conv_channels_first(
+    x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, padding: int, out: np.ndarray
+) -> None:
+    """im2col with one column per output cell, built row by row from channels-first planes.
+
+    x (H, W, C), w (K, F, F, C), b (K,); writes out (Ho, Wo, K). Column rows are grouped by
+    stride phase (py, px), then (c, a, b) for the tap (fy, fx) = (S*a + py, S*b + px); each is a
+    copy of Wo contiguous values per output row, whatever the stride. A last row of ones meets the
+    bias row of the weight matrix.
+    """
+    ho, wo, k = out.shape
+    f, c = w.shape[1], w.shape[3]
+    planes, phases = _phase_planes(x, f, stride, padding, ho, wo)
+    hq, wq = planes.shape[3:]
+    s_item = planes.itemsize
+    s_y, s_c = wq * s_item, hq * wq * s_item
+    w_blocks, sources = [], []
+    for py in range(phases):
+        for px in range(phases):
+            taps = w[:, py::stride, px::stride, :]  # (K, A, B, C)
+            na, nb = taps.shape[1:3]
+            w_blocks.append(taps.transpose(3, 1, 2, 0).reshape(c * na * nb, k))
+            # (C, A, B, Ho, Wo) view: out cell (y, x) reads plane[c, y + a, x + b].
+            view = as_strided(
+                planes[py, px],
+                shape=(c, na, nb, ho, wo),
+                strides=(s_c, s_y, s_item, s_y, s_item),
+                writeable=False,
+            )
+            sources.append(view)
+    w_aug = np.concatenate([*w_blocks, b.reshape(1, k)])  # (F*F*C + 1, K)
+    depth = w_aug.shape[0]
+    rows = _rows_per_chunk(ho, wo * depth * 4)
+    cols = np.empty((depth, rows * wo), dtype=np.float32)  # reused by every chunk
+    cols[-1] = 1.0
+    for top in range(0, ho, rows):
+        n = min(rows, ho - top)
+        start = 0
+        for view in sources:
+            stop = start + view.shape[0] * view.shape[1] * view.shape[2]
+            np.copyto(
+                cols[start:stop, : n * wo].reshape(*view.shape[:3], n, wo),
+                view[:, :, :, top : top + n],
+            )
+            start = stop
+        # cols[:, :n*wo].T is column-major with a leading dimension BLAS accepts: no copy.
+        np.matmul(cols[:, : n * wo].T, w_aug, out=out[top : top + n].reshape(n * wo, k))
+
+
 def conv2d(
     x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int = 1, padding: int = 0
 ) -> np.ndarray:
@@ -37,43 +170,29 @@ def conv2d(
     w : ndarray of shape (K, F, F, C)
     b : ndarray of shape (K,)
     Returns ndarray of shape (Ho, Wo, K), float32, Ho = (H - F + 2P) // S + 1 (same for width).
+    One BLAS matmul per chunk of output rows; 1x1 kernels without padding need no columns at all.
     """
     k, f, f2, c = w.shape
     if f != f2 or x.shape[2] != c:
         raise ValueError(f"weights {w.shape} do not fit input {x.shape}")
-    xp = _pad(x, padding, 0.0)
-    hp, wp, _ = xp.shape
-    ho, wo = (
-        _output_length(x.shape[0], f, padding, stride),
-        _output_length(x.shape[1], f, padding, stride),
-    )
+    ho = _output_length(x.shape[0], f, padding, stride)
+    wo = _output_length(x.shape[1], f, padding, stride)
     if ho < 1 or wo < 1:
+        hp, wp = x.shape[0] + 2 * padding, x.shape[1] + 2 * padding
         raise ValueError(f"kernel {f} does not fit the padded input {hp}x{wp}")
+    x = np.asarray(x, dtype=np.float32)
+    w = np.asarray(w, dtype=np.float32)
+    b = np.asarray(b, dtype=np.float32).reshape(k)
     out = np.empty((ho, wo, k), dtype=np.float32)
-    row_bytes = wo * f * f * c * 4
-
-    # For one output cell and one kernel row fy, the F*C values it reads are contiguous in xp,
-    # so the window view is (Ho, Wo, F, F*C): a long contiguous inner run makes the copy fast.
-    # Strides from the shape, not xp.strides: NumPy may report any stride (even 0) for a length-1
-    # axis of a C-contiguous array, and as_strided would then read the wrong memory.
-    s_item = xp.itemsize
-    s_col, s_row = c * s_item, xp.shape[1] * c * s_item
-    windows = as_strided(
-        xp,
-        shape=(ho, wo, f, f * c),
-        strides=(stride * s_row, stride * s_col, s_row, s_item),
-        writeable=False,
-    )
-    w_mat = np.ascontiguousarray(w, dtype=np.float32).reshape(k, f * f * c).T  # (F*F*C, K)
-    rows = max(1, min(ho, COLUMN_BUDGET_BYTES // row_bytes))
-    cols = np.empty((rows, wo, f, f * c), dtype=np.float32)  # reused by every chunk
-    for top in range(0, ho, rows):
-        n = min(rows, ho - top)
-        np.copyto(cols[:n], windows[top : top + n])
-        np.matmul(
-            cols[:n].reshape(n * wo, f * f * c), w_mat, out=out[top : top + n].reshape(n * wo, k)
-        )
-    out += np.asarray(b, dtype=np.float32)
+    if f == 1 and padding == 0:
+        # The input already is the column matrix (one row per pixel): no copy to make.
+        cells = x[::stride, ::stride].reshape(ho * wo, c)
+        np.matmul(cells, w.reshape(k, c).T, out=out.reshape(ho * wo, k))
+        out += b
+    elif f * c < CHANNELS_FIRST_BELOW and ho * wo >= CHANNELS_FIRST_MIN_CELLS:
+        _conv_channels_first(x, w, b, stride, padding, out)
+    else:
+        _conv_channels_last(x, w, b, stride, padding, out)
     return out
 
 
