@@ -140,6 +140,22 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+BUSY_LOAD = 1.0  # 1-minute load average above which other work was competing for the cores
+
+
+def busy_warning(header: dict[str, Any]) -> str | None:
+    """A warning when the machine was busy with other work before or after the run."""
+    loads = [header.get("load_before"), header.get("load_after")]
+    worst = max((load[0] for load in loads if load), default=0.0)
+    if worst <= BUSY_LOAD:
+        return None
+    return (
+        f"WARNING: 1-minute load average reached {worst:.2f} around this run: other processes "
+        "were using the cores, and NumPy's OpenBLAS threads suffer far more from that than "
+        "PyTorch's; rerun on a quiet machine before trusting the ratios."
+    )
+
+
 def format_report(report: Report) -> str:
     summary = report.to_json()["summary"]
     parts = [format_header(report.header), "", format_table(report.rows)]
@@ -148,6 +164,9 @@ def format_report(report: Report) -> str:
         parts.extend(f"SKIPPED {name}: {reason}" for name, reason in report.skipped)
     parts.append("")
     parts.append(f"{summary['pass']} pass, {summary['miss']} miss, {summary['info']} info")
+    warning = busy_warning(report.header)
+    if warning:
+        parts.append(warning)
     return "\n".join(parts)
 
 

@@ -8,6 +8,7 @@ web layer (app.render, app.imageio, app.api) is not importable; what was skipped
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import traceback
@@ -90,7 +91,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write JSON")
     parser.add_argument("--list", action="store_true", help="list benchmark names and exit")
+    parser.add_argument(
+        "--unset-openblas-env",
+        action="store_true",
+        help="rerun without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (default: leave them as set), "
+        "to see what NumPy's BLAS does with the kernels it would pick itself",
+    )
     args = parser.parse_args(argv)
+
+    tuning = [var for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if var in os.environ]
+    if args.unset_openblas_env and tuning:
+        # OpenBLAS reads these once, when NumPy loads it: start a fresh interpreter without them.
+        env = {key: value for key, value in os.environ.items() if key not in tuning}
+        rest = sys.argv[1:] if argv is None else argv
+        os.execve(sys.executable, [sys.executable, "-m", "tests.bench.run", *rest], env)
 
     if args.list:
         for bench in BENCHMARKS:
