@@ -131,3 +131,24 @@ def test_saved_files_round_trip_through_the_registry(tmp_path) -> None:
             if getattr(original, what, None) is not None:
                 np.testing.assert_array_equal(getattr(copied, what), getattr(original, what))
     assert again.file.accuracy == 0.5 and again.file.test_split == "s"
+
+
+def roughness(kernel: np.ndarray) -> float:
+    """Mean step between neighbouring weights relative to their spread; white noise gives ~2.8."""
+    steps = np.abs(np.diff(kernel, axis=0)).mean() + np.abs(np.diff(kernel, axis=1)).mean()
+    return float(steps / np.abs(kernel - kernel.mean()).mean())
+
+
+@pytest.mark.parametrize(("name", "most"), [("shapes", 1.5), ("digits", 2.2)])
+def test_first_layer_filters_are_smooth_enough_to_read(name: str, most: float) -> None:
+    weights = load_model(MODEL_DIR / f"{name}.json").network.layers[0].weights  # (K, F, F, C)
+    noise = np.random.default_rng(0).standard_normal(weights.shape)
+    assert np.mean([roughness(k) for k in noise]) > 2.5  # the yardstick: random filters
+    assert max(roughness(k) for k in weights) < most
+
+
+def test_shapes_filters_are_brightness_edges_whatever_the_colour() -> None:
+    weights = load_model(MODEL_DIR / "shapes.json").network.layers[0].weights  # (8, 5, 5, 3)
+    for kernel in weights:
+        channels = np.corrcoef(kernel.reshape(-1, 3).T)
+        assert channels.min() > 0.95  # R, G and B weighted alike: a grey edge detector
