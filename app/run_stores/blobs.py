@@ -115,17 +115,20 @@ def unpack(buffer: Buffer, magic: bytes) -> tuple[dict, dict[str, np.ndarray]]:
         meta = json.loads(bytes(raw[start : start + length]))
     except ValueError as e:
         raise BlobError(f"damaged header: {e}") from None
-    base = start + length + _pad(start + length)
+    base = end = start + length + _pad(start + length)
     arrays = {}
     for entry in meta.pop("arrays"):
         dtype = np.dtype(entry["dtype"])
-        count = int(np.prod(entry["shape"], dtype=np.int64))
+        size = int(np.prod(entry["shape"], dtype=np.int64)) * dtype.itemsize
         begin = base + entry["offset"]
-        if begin + count * dtype.itemsize > raw.size:
+        end = max(end, begin + size + _pad(size))
+        if begin + size > raw.size:
             raise BlobError(f"truncated array {entry['name']}")
-        a = raw[begin : begin + count * dtype.itemsize].view(dtype).reshape(entry["shape"])
+        a = raw[begin : begin + size].view(dtype).reshape(entry["shape"])
         a.flags.writeable = False
         arrays[entry["name"]] = a
+    if end != raw.size:  # a blob is exactly as long as its header says, padding included
+        raise BlobError(f"{raw.size} bytes where the header describes {end}")
     return meta, arrays
 
 

@@ -206,7 +206,9 @@ class DiskRunStore:
                     except FileNotFoundError:
                         continue
                     if now - st.st_mtime <= self.ttl_seconds:
-                        found.append((st.st_mtime, Path(entry.path), st.st_size))
+                        # On a tie a run goes before its network, which must outlast it.
+                        is_network = directory == self._networks
+                        found.append((st.st_mtime, is_network, Path(entry.path), st.st_size))
                     elif sweep:
                         _unlink(Path(entry.path))
         if sweep:
@@ -217,7 +219,7 @@ class DiskRunStore:
                         if wall - entry.stat().st_mtime > STALE_TMP_SECONDS:
                             _unlink(Path(entry.path))
         found.sort()
-        return {path: size for _, path, size in found}
+        return {path: size for _, _, path, size in found}
 
     def _evict(self, live: dict[Path, int], incoming: int, keep: Path) -> None:
         """Delete the least recently used files until incoming more bytes fit."""

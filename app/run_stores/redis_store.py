@@ -3,7 +3,8 @@
 Keys (all under `prefix`, default "cnn-explorer:"):
     run:<run_id>    hash {"net": the network's key, "data": the run blob}  (blobs.py)
     net:<sha256>    the network blob, shared by the runs made with it
-    lru             sorted set: every run and network key, scored by last use (Redis TIME, ms)
+    lru             sorted set: every run and network key, scored by last use (Redis TIME in
+                    microseconds, made strictly increasing by `clock`)
     sizes           hash: key -> blob bytes;  bytes: their sum
 
 Every change is one Lua script, so workers on several machines see one consistent store:
@@ -38,15 +39,26 @@ from app.run_stores.blobs import (
     decode_run,
     encode_run,
 )
-from app.runs import RUN_ID, Run, run_not_found, run_too_large
+from app.runs import RUN_ID, BytesCache, Run, run_not_found, run_too_large
 
 log = logging.getLogger("cnn_explorer")
 
+# Each process keeps the blobs of the runs it used lately, so the requests for one run's images
+# each move a few bytes (the renewal) instead of the whole run. Redis still says whether the run
+# is kept: a blob here is used only after Redis has renewed its run.
+LOCAL_CACHE_BYTES = 64 * 2**20
+
 _PRELUDE = """
-local lru, sizes, total_key = KEYS[1], KEYS[2], KEYS[3]
-local function now_ms()
+local lru, sizes, total_key, clock = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local function int(n) return string.format('%d', n) end
+-- Microseconds of Redis TIME, made strictly increasing so that uses order exactly.
+local function tick()
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local last = tonumber(redis.call('GET', clock) or '0')
+  if now <= last then now = last + 1 end
+  redis.call('SET', clock, int(now))
+  return now
 end
 local function forget(key)
   redis.call('DEL', key)
@@ -57,21 +69,21 @@ local function forget(key)
   end
   redis.call('ZREM', lru, key)
 end
-local function expire_old(now, ttl)
-  for _, key in ipairs(redis.call('ZRANGEBYSCORE', lru, '-inf', '(' .. (now - ttl))) do
+local function expire_old(now, ttl_ms)
+  for _, key in ipairs(redis.call('ZRANGEBYSCORE', lru, '-inf', '(' .. int(now - ttl_ms * 1000))) do
     forget(key)
   end
 end
 """
 
-# KEYS: lru, sizes, bytes, run key, network key. ARGV: ttl ms, max bytes, run blob, network blob
-# or "" (then 0 is returned when Redis lacks the network: call again with it). Returns 1 when kept.
+# KEYS: index (lru, sizes, bytes, clock), run key, network key. ARGV: ttl ms, max bytes, run blob,
+# network blob or "" (then 0 is returned if Redis lacks the network: call again with it). 1: kept.
 _PUT = (
     _PRELUDE
     + """
 local ttl, max = tonumber(ARGV[1]), tonumber(ARGV[2])
-local run_key, net_key, run_blob, net_blob = KEYS[4], KEYS[5], ARGV[3], ARGV[4]
-local now = now_ms()
+local run_key, net_key, run_blob, net_blob = KEYS[5], KEYS[6], ARGV[3], ARGV[4]
+local now = tick()
 expire_old(now, ttl)
 local have_net = redis.call('EXISTS', net_key) == 1
 if not have_net then
@@ -79,7 +91,7 @@ if not have_net then
   if net_blob == '' then return 0 end
 end
 forget(run_key)
-redis.call('ZADD', lru, now, net_key)
+redis.call('ZADD', lru, int(now), net_key)
 local incoming = #run_blob
 if not have_net then incoming = incoming + #net_blob end
 local total = tonumber(redis.call('GET', total_key) or '0')
@@ -100,19 +112,20 @@ else
 end
 redis.call('HSET', run_key, 'net', net_key, 'data', run_blob)
 redis.call('PEXPIRE', run_key, ttl)
-redis.call('ZADD', lru, now, run_key)
+redis.call('ZADD', lru, int(tick()), run_key)
+redis.call('ZADD', lru, int(tick()), net_key)
 redis.call('HSET', sizes, run_key, #run_blob)
 redis.call('INCRBY', total_key, #run_blob)
 return 1
 """
 )
 
-# KEYS: lru, sizes, bytes, run key. ARGV: ttl ms. Renews the run and its network;
-# returns {network key, run blob}, or nil when either is gone.
+# KEYS: index, run key. ARGV: ttl ms, "1" to get the run's blob. Renews the run and its network;
+# returns {network key} or {network key, run blob}, or nil when either is gone.
 _GET = (
     _PRELUDE
     + """
-local ttl, run_key = tonumber(ARGV[1]), KEYS[4]
+local ttl, run_key = tonumber(ARGV[1]), KEYS[5]
 local net_key = redis.call('HGET', run_key, 'net')
 if not net_key then forget(run_key) return false end
 if redis.call('PEXPIRE', net_key, ttl) == 0 then
@@ -121,17 +134,19 @@ if redis.call('PEXPIRE', net_key, ttl) == 0 then
   return false
 end
 redis.call('PEXPIRE', run_key, ttl)
-local now = now_ms()
-redis.call('ZADD', lru, now, run_key, now, net_key)
-return {net_key, redis.call('HGET', run_key, 'data')}
+-- the network after its run: it must outlast every run that needs it
+redis.call('ZADD', lru, int(tick()), run_key)
+redis.call('ZADD', lru, int(tick()), net_key)
+if ARGV[2] == '1' then return {net_key, redis.call('HGET', run_key, 'data')} end
+return {net_key}
 """
 )
 
-# KEYS: lru, sizes, bytes. ARGV: ttl ms, run key prefix. Returns {live runs, live bytes}.
+# KEYS: index. ARGV: ttl ms, run key prefix. Returns {live runs, live bytes}.
 _STATS = (
     _PRELUDE
     + """
-expire_old(now_ms(), tonumber(ARGV[1]))
+expire_old(tick(), tonumber(ARGV[1]))
 local runs = 0
 for _, key in ipairs(redis.call('ZRANGE', lru, 0, -1)) do
   if string.sub(key, 1, #ARGV[2]) == ARGV[2] then runs = runs + 1 end
@@ -140,8 +155,8 @@ return {runs, tonumber(redis.call('GET', total_key) or '0')}
 """
 )
 
-# KEYS: lru, sizes, bytes, run key.
-_DELETE = _PRELUDE + "forget(KEYS[4]) return 1"
+# KEYS: index, run key.
+_DELETE = _PRELUDE + "forget(KEYS[5]) return 1"
 
 
 class RunStoreUnavailableError(AppError):
@@ -169,13 +184,14 @@ class RedisRunStore:
         self._client = redis.Redis.from_url(
             url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds
         )
-        self._index = [f"{prefix}lru", f"{prefix}sizes", f"{prefix}bytes"]
+        self._index = [f"{prefix}{name}" for name in ("lru", "sizes", "bytes", "clock")]
         self._put = self._client.register_script(_PUT)
         self._get = self._client.register_script(_GET)
         self._stats = self._client.register_script(_STATS)
         self._delete = self._client.register_script(_DELETE)
         self._keys = NetworkKeys()
         self._cache = NetworkCache()
+        self._blobs = BytesCache(LOCAL_CACHE_BYTES)
 
     def __repr__(self) -> str:
         return f"RedisRunStore({redis_address(self.url)!r}, prefix={self.prefix!r})"
@@ -192,15 +208,21 @@ class RedisRunStore:
             if not self._put(keys, [*args, b""]):  # Redis lacks the network: send it too
                 self._put(keys, [*args, network_blob.to_bytes()])
         self._cache.put(self._network_key(key), run.network)
+        self._blobs.put((run.run_id,), run_blob)
 
     def get(self, run_id: str) -> Run:
         if not RUN_ID.match(run_id):
             raise run_not_found(run_id, self.ttl_seconds)
         with self._unavailable_as_503():
-            found = self._get([*self._index, self._run_key(run_id)], [self._ttl_ms])
+            cached = self._blobs.get((run_id,))
+            want = "0" if cached is not None else "1"
+            found = self._get([*self._index, self._run_key(run_id)], [self._ttl_ms, want])
             if found is None:
+                self._blobs.discard((run_id,))
                 raise run_not_found(run_id, self.ttl_seconds)
-            network_key, data = found
+            network_key, data = found[0], found[1] if cached is None else cached
+            if cached is None:
+                self._blobs.put((run_id,), data)
             try:
                 return decode_run(data, lambda _: self._network(network_key.decode(), run_id))
             except (BlobError, KeyError) as e:
@@ -209,6 +231,7 @@ class RedisRunStore:
 
     def delete(self, run_id: str) -> None:
         if RUN_ID.match(run_id):
+            self._blobs.discard((run_id,))
             with self._unavailable_as_503():
                 self._delete([*self._index, self._run_key(run_id)])
 
