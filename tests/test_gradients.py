@@ -289,3 +289,19 @@ def test_conv_in_one_image_chunks_equals_the_whole_batch(monkeypatch, stride, pa
     np.testing.assert_allclose(chunked.forward(x), y, rtol=1e-12)
     np.testing.assert_allclose(chunked.backward(dy), dx, rtol=1e-12)
     np.testing.assert_allclose(chunked.grads["weights"], whole.grads["weights"], rtol=1e-12)
+
+
+def test_layer_gradients_of_a_class_logit_match_finite_differences() -> None:
+    spec = WHOLE_NETWORKS[0]
+    net = TrainableNetwork(spec, dtype=np.float64)
+    rng = np.random.default_rng(12)
+    for params, _ in net.param_groups():  # keep windows off relu's kink (see above)
+        params["bias"] += rng.uniform(0.05, 0.2, params["bias"].shape)
+    x = rng.random((2, spec.input.height, spec.input.width, spec.input.channels))
+    outputs, output_grads, input_grad = net.layer_gradients(x, target=1)
+    assert [g.shape for g in output_grads] == [o.shape for o in outputs]
+    numeric = numeric_gradient(lambda: float(net.forward(x)[:, 1].sum()), x)
+    assert rel_error(input_grad, numeric) < TOLERANCE
+    # The gradient at the last layer's output is the one-hot of the target class.
+    assert output_grads[-1].reshape(2, -1).tolist() == [[0.0, 1.0, 0.0]] * 2
+    assert net.layers[0].need_input_grad is False  # restored for training

@@ -230,6 +230,41 @@ class TrainableNetwork:
             outputs[-1] = softmax(outputs[-1])
         return outputs
 
+    def layer_gradients(
+        self, x: np.ndarray, target: int
+    ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+        """Gradients of the target class's logit (before softmax), for saliency and Grad-CAM.
+
+        x : ndarray of shape (N, H, W, C)
+        Returns (outputs, output_grads, input_grad): every spec layer's batched output (a final
+        softmax layer gives its logits), the
+        gradient of logit[target] with respect to each of those outputs (same shapes), and the
+        gradient with respect to x (N, H, W, C). Leaves the parameters' grads changed.
+        """
+        if not 0 <= target < self.n_classes:
+            raise TrainError(f"target must be a class index in 0..{self.n_classes - 1}")
+        outputs, out = [], x.astype(self.dtype, copy=False)
+        for layer in self.layers:
+            out = layer.forward(out)
+            outputs.append(out)
+        grad = np.zeros_like(out).reshape(len(x), -1)
+        grad[:, target] = 1.0
+        grad = grad.reshape(out.shape)
+        grads = [grad]
+        first = next((lay for lay in self.layers if isinstance(lay, Conv2D | Dense)), None)
+        saved = first.need_input_grad if first is not None else True
+        if first is not None:
+            first.need_input_grad = True
+        try:
+            for layer in reversed(self.layers):
+                grad = layer.backward(grad)
+                grads.append(grad)
+        finally:
+            if first is not None:
+                first.need_input_grad = saved
+        grads.reverse()  # grads[i] = dlogit/d(input of layer i); the last is d/d(output)
+        return outputs, grads[1:], grads[0]
+
     def predict_proba(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """x (N, H, W, C) -> class probabilities (N, n_classes), in batches."""
         parts = [softmax(self.forward(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
