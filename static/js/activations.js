@@ -52,7 +52,6 @@ function channelButtons(run, i, layer) {
         el("img", {
           src: layer.channel_url.replace("{c}", String(c)),
           alt: "",
-          loading: "lazy",
           decoding: "async",
         }),
         el("span", { text: String(c) }),
@@ -103,7 +102,6 @@ function layerCard(run, i) {
         class: "act-grid",
         src: layer.grid_url,
         alt: `All ${flat ? "values" : plural(layer.output_shape[2], "channel")} of layer ${i} (${title})`,
-        loading: "lazy",
       }),
     ),
     flat ? null : channelButtons(run, i, layer),

@@ -25,6 +25,12 @@ function readConfig() {
   }
 }
 
+/** Put the server's published limits on the controls they bound. */
+function applyLimits() {
+  const side = Number(state.limits.max_input_side);
+  if (side) for (const id of ["#input-height", "#input-width"]) $(id).max = String(side);
+}
+
 function showGlobalError(message) {
   const box = $("#global-error");
   box.textContent = message;
@@ -59,6 +65,7 @@ function matchingModel(name, network) {
 
 async function main() {
   readConfig();
+  applyLimits();
   initImageInput();
   initPresets();
   initStackEditor();

@@ -38,11 +38,12 @@ function setBusy(busy) {
   $("#run-status").textContent = busy ? "Running…" : "";
 }
 
-async function runOnce() {
+async function runOnce(quiet) {
   if (!state.inputCanvas) return;
   const valid = await ensureValidated();
   if (!valid) {
-    showRunError("The network is not valid yet: fix the marked layer, then run again.");
+    // An automatic run just waits for a valid stack; a click says why nothing happened.
+    if (!quiet) showRunError("The network is not valid yet: fix the marked layer, then run again.");
     return;
   }
   const spec = currentSpec();
@@ -65,11 +66,11 @@ async function runOnce() {
 }
 
 const autoRunSoon = debounce(() => {
-  if ($("#auto-run").checked) runNetwork();
+  if ($("#auto-run").checked) runNetwork({ quiet: true });
 }, 450);
 
 /** Run now; a request made while a run is in flight runs once more afterwards. */
-export async function runNetwork() {
+export async function runNetwork({ quiet = false } = {}) {
   autoRunSoon.cancel(); // this run covers any change an automatic one was waiting for
   if (running) {
     again = true;
@@ -79,7 +80,7 @@ export async function runNetwork() {
   running = (async () => {
     do {
       again = false;
-      await runOnce();
+      await runOnce(quiet);
     } while (again);
   })();
   try {
@@ -105,6 +106,7 @@ export function initRun() {
   });
   // Re-run by itself once the API says an edited stack is valid.
   on("shapes", () => {
+    if (state.shapes?.valid) showRunError("");
     if (state.stale && state.shapes?.valid) autoRunSoon();
   });
   on("run", () => {

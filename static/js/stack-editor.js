@@ -283,6 +283,9 @@ export function renderLayers() {
   const layers = state.network.layers;
   list.replaceChildren(...layers.map((layer, i) => layerCard(layer, i, layers.length)));
   $("#layer-empty").hidden = layers.length > 0;
+  const maxLayers = Number(state.limits.max_layers) || Infinity;
+  $("#add-layer").disabled = layers.length >= maxLayers;
+  $("#add-layer").title = layers.length >= maxLayers ? `This server allows ${maxLayers} layers.` : "";
   syncInputCard();
   if (pendingFocus) {
     const target =

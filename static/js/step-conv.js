@@ -18,6 +18,9 @@ import {
 } from "./map-draw.js";
 import { channelName, figure, fillMatrix, matrix, receipt, setCaption } from "./step-parts.js";
 
+/** Colour of output cells not computed yet (darker than a zero, which is near-white). */
+export const NOT_YET = [214, 219, 228];
+
 /** Draw channel c of an output map with cells 0..upto (raster order) filled, the rest blank. */
 export function drawOutputProgress(grid, source, c, upto, scale) {
   for (let y = 0; y < source.H; y += 1) {
@@ -27,7 +30,7 @@ export function drawOutputProgress(grid, source, c, upto, scale) {
         const rgb = valueColor(source.get(y, x, c), scale);
         fillCell(grid, y, x, rgb);
         if (index === upto && grid.cell >= 22) cellText(grid, y, x, fmt(source.get(y, x, c), 2), rgb);
-      } else fillCell(grid, y, x, [241, 243, 247]);
+      } else fillCell(grid, y, x, NOT_YET);
     }
   }
   gridLines(grid);

@@ -20,7 +20,7 @@ const MAX_MAPS = 32;
 
 /** Row length for drawing the vector: one input row (W·C cells) per line when that fits. */
 function vectorLayout(n, W, C) {
-  const rowLength = W * C <= 64 ? W * C : Math.min(64, Math.ceil(Math.sqrt(n * 2)));
+  const rowLength = W * C <= 160 ? W * C : Math.min(96, Math.ceil(Math.sqrt(n * 4)));
   return { rowLength, rows: Math.ceil(n / rowLength) };
 }
 
@@ -47,7 +47,7 @@ export const flattenView = {
       mapNodes.push(figure(`c = ${c}`, grid.canvas, "map-fig-small").node);
     }
     const layout = vectorLayout(n, W, C);
-    const vCell = cellSize(layout.rows, layout.rowLength, 520, 3, 26);
+    const vCell = Math.max(3, Math.min(26, Math.floor(960 / layout.rowLength), Math.floor(420 / layout.rows)));
     const vector = cellCanvas(el("canvas", { class: "map map-click" }), layout.rows, layout.rowLength, vCell);
     vector.canvas.setAttribute("role", "img");
     vector.canvas.setAttribute("aria-label", "The flat vector; click a cell to jump to it");

@@ -14,7 +14,7 @@ import {
   outline,
   valueColor,
 } from "./map-draw.js";
-import { drawOutputProgress } from "./step-conv.js";
+import { drawOutputProgress, NOT_YET } from "./step-conv.js";
 import { figure, fillMatrix, matrix, receipt } from "./step-parts.js";
 
 const MAX_TABLE_CELLS = 144;
@@ -47,7 +47,7 @@ function mountPool(root, ctx, { global }) {
       el("canvas", { class: "map map-click" }),
       outRows,
       outCols,
-      cellSize(outRows, outCols, 260),
+      cellSize(outRows, outCols, global ? 560 : 260, 3, 40),
     );
     outGrid.canvas.setAttribute("role", "img");
     outGrid.canvas.setAttribute("aria-label", "Output map; click a cell to jump to it");
@@ -117,7 +117,7 @@ function mountPool(root, ctx, { global }) {
         }
         if (global) {
           for (let x = 0; x < C; x += 1) {
-            fillCell(outGrid, 0, x, x <= pos ? valueColor(output.get(0, 0, x), globalScale) : [241, 243, 247]);
+            fillCell(outGrid, 0, x, x <= pos ? valueColor(output.get(0, 0, x), globalScale) : NOT_YET);
           }
           gridLines(outGrid);
           outline(outGrid, 0, pos, 1, 1, "#4f46e5", 2);

@@ -61,12 +61,19 @@ export function decodeHash(hash = window.location.hash) {
   };
 }
 
-const writeSoon = debounce(() => {
+// Debounced: playing a layer emits many steps, and browsers throttle frequent replaceState.
+const write = debounce(() => {
   const next = encodeState();
   if (next !== window.location.hash) {
     history.replaceState(null, "", `${window.location.pathname}${window.location.search}${next}`);
   }
+  delete document.documentElement.dataset.urlPending;
 }, 200);
+
+function writeSoon() {
+  document.documentElement.dataset.urlPending = "true"; // lets scripts wait for an up-to-date URL
+  write();
+}
 
 export function initUrlState() {
   on("network", writeSoon);

@@ -194,7 +194,9 @@ class Explorer:
 
     def spec(self) -> dict[str, Any]:
         """The network spec the page holds, read back from its URL."""
-        self.page.wait_for_function("() => location.hash.includes('net=')")
+        self.page.wait_for_function(
+            "() => location.hash.includes('net=') && !document.documentElement.dataset.urlPending"
+        )
         fragment = self.page.evaluate("location.hash").lstrip("#")
         return json.loads(parse_qs(fragment)["net"][0])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import re
 from pathlib import Path
@@ -166,3 +167,42 @@ def test_shipped_models_are_offered_and_run_with_their_weights_and_labels(
         # An edit leaves the trained weights behind, and the page says so.
         explorer.page.fill("#input-seed", "3")
         expect(page.locator("#model-note")).to_contain_text("seeded")
+
+
+DROP_OR_PASTE = """([kind, name, b64]) => {
+    const bytes = Uint8Array.from(atob(b64), (ch) => ch.charCodeAt(0));
+    const data = new DataTransfer();
+    data.items.add(new File([bytes], name, { type: 'image/png' }));
+    if (kind === 'drop') {
+        const zone = document.querySelector('#drop-zone');
+        zone.dispatchEvent(new DragEvent('dragover', { dataTransfer: data, bubbles: true }));
+        zone.dispatchEvent(new DragEvent('drop', { dataTransfer: data, bubbles: true }));
+    } else {
+        document.body.dispatchEvent(
+            new ClipboardEvent('paste', { clipboardData: data, bubbles: true }));
+    }
+}"""
+
+
+@pytest.mark.parametrize("kind", ["drop", "paste"])
+def test_an_image_can_be_dropped_or_pasted(explorer: Explorer, tmp_path: Path, kind: str) -> None:
+    page = explorer.page
+    explorer.open()
+    before = explorer.run_id()
+    png = write_png(tmp_path / f"{kind}.png", 20, 20)
+    payload = base64.b64encode(png.read_bytes()).decode()
+    page.evaluate(DROP_OR_PASTE, [kind, f"{kind}.png", payload])
+    expect(page.locator("#input-caption")).to_have_text(f"28×28×1 · {kind}.png")
+    explorer.wait_for_run(after=before)
+    # Grayscale input: the ramp's red and green mix into grey, brighter to the bottom right.
+    corners = page.evaluate(
+        """() => {
+            const c = document.querySelector('#input-preview');
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            const at = (y, x) => [...d.slice((y * 28 + x) * 4, (y * 28 + x) * 4 + 3)];
+            return [at(1, 1), at(26, 26)];
+        }"""
+    )
+    dark, bright = corners
+    assert dark[0] == dark[1] == dark[2] and bright[0] == bright[1] == bright[2]
+    assert bright[0] > dark[0] + 100
