@@ -129,7 +129,9 @@ function renderPrediction(run) {
     el("h3", { text: "Prediction" }),
     el("p", {
       class: "muted",
-      text: "Softmax probabilities of the last layer. With untrained (seeded) weights these are not meaningful guesses.",
+      text: run.modelName
+        ? `Softmax probabilities of the last layer of the trained model “${run.modelName}”.`
+        : "Softmax probabilities of the last layer. With untrained (seeded) weights these are not meaningful guesses.",
     }),
     probChart(probs, run.labels, { id: "prediction-chart" }),
   );

@@ -60,7 +60,13 @@ async function runOnce(quiet) {
   }
   showRunError("");
   clearArrays();
-  state.run = { ...reply, network: spec, labels: labelsFor(reply), inputPixels: pixels };
+  state.run = {
+    ...reply,
+    network: spec,
+    labels: labelsFor(reply),
+    inputPixels: pixels,
+    modelName: useModel ? state.model.name : null,
+  };
   state.stale = false;
   emit("run");
 }

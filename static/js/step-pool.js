@@ -57,7 +57,8 @@ function mountPool(root, ctx, { global }) {
     });
     inGrid.canvas.setAttribute("role", "img");
 
-    const showTable = F * Fw <= MAX_TABLE_CELLS;
+    // A global window already shows its numbers on the map when the cells are big enough.
+    const showTable = F * Fw <= MAX_TABLE_CELLS && !(global && inGrid.cell >= 22);
     const table = showTable ? matrix("pool-window", "Window values", F, Fw) : null;
     const bill = receipt("pool", [
       ["op", kind === "max" ? "the largest value" : "the average (padding counts as 0)"],
@@ -82,7 +83,13 @@ function mountPool(root, ctx, { global }) {
           "div",
           { class: "step-calc" },
           table ??
-            el("p", { class: "muted", text: `The window holds ${F * Fw} values, too many to list.` }),
+            el("p", {
+              class: "muted",
+              text:
+                F * Fw > MAX_TABLE_CELLS
+                  ? `The window holds ${F * Fw} values, too many to list.`
+                  : "The window's values are written on the map.",
+            }),
           bill.node,
         ),
       ),

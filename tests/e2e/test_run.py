@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import Explorer
+from tests.e2e.conftest import BrowserLog, Explorer
 
 pytestmark = pytest.mark.e2e
 
@@ -206,3 +206,30 @@ def test_an_image_can_be_dropped_or_pasted(explorer: Explorer, tmp_path: Path, k
     dark, bright = corners
     assert dark[0] == dark[1] == dark[2] and bright[0] == bright[1] == bright[2]
     assert bright[0] > dark[0] + 100
+
+
+def test_api_errors_are_shown_with_the_servers_detail_message(
+    explorer: Explorer, browser_log: BrowserLog
+) -> None:
+    page = explorer.page
+    browser_log.expect(r"status of (413|404)")
+    explorer.open()
+    too_big = "Image of 9000x9000 pixels is larger than the 16777216-pixel limit."
+    page.route(
+        "**/api/v1/forward",
+        lambda route: route.fulfill(status=413, json={"detail": too_big}),
+    )
+    page.click("#run-button")
+    expect(page.locator("#run-error")).to_have_text(f"Run failed: {too_big}")
+    page.unroute("**/api/v1/forward")
+
+    gone = "Run 0123abcd is unknown or has expired; run the network again."
+    page.route(
+        "**/explain?*",
+        lambda route: route.fulfill(status=404, json={"detail": gone}),
+    )
+    page.click("#step-last")  # a position not fetched yet
+    expect(page.locator("#step-error")).to_have_text(f"Could not explain this position: {gone}")
+    page.unroute("**/explain?*")
+    page.click("#run-button")
+    expect(page.locator("#run-error")).to_be_hidden()
