@@ -99,7 +99,9 @@ def _ChannelsLast(torch: ModuleType) -> Any:  # noqa: N802 - a module factory
     return ChannelsLast()
 
 
-def _steps(workload: TrainingWorkload, torch: ModuleType) -> tuple[Callable, Callable, float, Any]:
+def _steps(
+    workload: TrainingWorkload, torch: ModuleType, workers: int | None = None
+) -> tuple[Callable, Callable, float, Any]:
     """(numpy_step, torch_step, relative difference of the first step's loss, the NumPy net)."""
     from app.cnn.optim import Adam
     from app.cnn.train_layers import softmax_cross_entropy
@@ -107,7 +109,7 @@ def _steps(workload: TrainingWorkload, torch: ModuleType) -> tuple[Callable, Cal
     from app.train_models import RECIPES
 
     spec = RECIPES[workload.recipe].spec
-    net = TrainableNetwork(spec, workers=default_workers())
+    net = TrainableNetwork(spec, workers=default_workers() if workers is None else workers)
     model = torch_model(net, torch)
     rng = np.random.default_rng(0)
     h, w, c = net.input_shape
@@ -135,16 +137,20 @@ def _steps(workload: TrainingWorkload, torch: ModuleType) -> tuple[Callable, Cal
     return numpy_step, torch_step, agreement, net
 
 
-def run_training(torch: ModuleType, plan: TimingPlan) -> list[Row]:
-    """One row per workload: NumPy step time vs PyTorch step time (ratio <= TARGET to pass)."""
+def run_training(torch: ModuleType, plan: TimingPlan, workers: int | None = None) -> list[Row]:
+    """One row per workload: NumPy step time vs PyTorch step time (ratio <= TARGET to pass).
+
+    workers : NumPy worker threads (None = what train() uses by default); PyTorch keeps the
+    thread count it was given.
+    """
     from app.cnn.trainer import blas_single_threaded
 
     rows = []
     for workload in TRAINING_WORKLOADS:
-        numpy_step, torch_step, agreement, net = _steps(workload, torch)
+        numpy_step, torch_step, agreement, net = _steps(workload, torch, workers)
         # As in train(): NumPy's BLAS on one thread while worker threads share the batch (this
-        # leaves PyTorch's own OpenMP threads alone).
-        with blas_single_threaded(net.workers > 1):
+        # leaves PyTorch's own OpenMP threads alone). One worker gets one BLAS thread too.
+        with blas_single_threaded(net.workers > 1 or workers == 1):
             result = measure({"numpy": numpy_step, "torch": torch_step}, plan)
         net.close()
         numpy_ms = result.stats["numpy"].median_ms
@@ -182,17 +188,28 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m tests.bench.bench_training", description=__doc__
     )
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads for both sides: NumPy workers and torch.set_num_threads (default: the "
+        "cores NumPy's BLAS uses, and train()'s default workers); 1 is the least load-sensitive",
+    )
     args = parser.parse_args(argv)
     try:
         import torch
     except ImportError as error:
         print(f"PyTorch is not installed ({error}); pip install torch==2.13.0")
         return 1
-    threads, _ = environment.numpy_blas_threads()
+    threads = args.threads or environment.numpy_blas_threads()[0]
     torch.set_num_threads(threads)
     plan = QUICK_PLAN if args.quick else FULL_PLAN
     report = Report(header=environment.describe(torch.get_num_threads(), torch.__version__))
-    report.rows.extend(run_training(torch, plan))
+    report.header["timing"] = (
+        f"{'quick' if args.quick else 'full'}: {plan.rounds} rounds of interleaved blocks; "
+        f"medians of per-step times; ratio = median of per-round ratios; threads {threads}"
+    )
+    report.rows.extend(run_training(torch, plan, args.threads))
     print(format_report(report))
     print()
     print(f"{'workload':20s} {'numpy img/s':>12s} {'torch img/s':>12s} {'ratio':>7s}  status")
