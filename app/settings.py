@@ -142,8 +142,10 @@ class Settings(BaseSettings):
             "Where runs are kept between /forward and the requests for their images: `memory` "
             "(this process only: one worker), `disk` (files under data_dir/runs, shared by the "
             "workers of one machine; `disk:///path` for another directory), or a Redis URL "
-            "such as `redis://host:6379/0` (shared by several machines). `auto` (default) is "
-            "`memory` for one worker and `disk` for more (see workers)."
+            "such as `redis://host:6379/0` (shared by several machines; give each deployment "
+            "its own database number). `auto` (default) is `memory` for one server process and "
+            "`disk` for more: workers > 1, WEB_CONCURRENCY > 1, or a process started by "
+            "`uvicorn --workers`. Under gunicorn with -w, set `disk` yourself."
         ),
     )
     run_store_max_bytes: int = Field(
