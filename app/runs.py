@@ -168,8 +168,11 @@ class MemoryRunStore:
             self._remove(run_id)
 
 
-class BytesCache:
-    """Bytes by key, least recently used dropped first beyond max_bytes. Thread-safe."""
+class RenderCache:
+    """Rendered PNG bytes by key, least recently used dropped first beyond max_bytes.
+
+    Thread-safe. Two requests for the same missing key may both render; the bytes are the same.
+    """
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
@@ -208,19 +211,6 @@ class BytesCache:
                 self._bytes -= len(dropped)
             self._items[key] = data
             self._bytes += len(data)
-
-    def discard(self, key: tuple) -> None:
-        """Forget key (no error when unknown)."""
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self._bytes -= len(old)
-
-
-class RenderCache(BytesCache):
-    """Rendered PNG bytes by (run_id, kind, ...), per process: runs never change, so neither do
-    their images. Two requests for the same missing key may both render; the bytes are the same.
-    """
 
     def get_or_render(self, key: tuple, render: Callable[[], bytes]) -> bytes:
         """Cached bytes for key, else render() them (outside the lock) and keep them."""

@@ -254,6 +254,21 @@ def test_delete_forgets_a_run_and_ignores_unknown_ones(make_store, kind):
         store.get("r1")
 
 
+@pytest.mark.parametrize("kind", SHARED)
+def test_a_run_another_process_dropped_is_404_here_too(make_store, kind):
+    here, there = make_store(kind, max_bytes=room_for(1)), make_store(kind, max_bytes=room_for(1))
+    here.put(make_run("r1"))
+    here.get("r1")  # now also among this process's recent runs
+    there.put(make_run("r2"))  # evicts r1
+    with pytest.raises(RunNotFoundError):
+        here.get("r1")
+    there.put(make_run("r1", seed=3))  # the same id again, elsewhere: read afresh
+    assert_same_run(here.get("r1"), make_run("r1", seed=3))
+    there.delete("r1")
+    with pytest.raises(RunNotFoundError):
+        here.get("r1")
+
+
 def test_disk_runs_expire_after_the_ttl_since_their_last_use(make_store):
     clock = FakeClock()
     store = make_store("disk", ttl_seconds=60, clock=clock)
@@ -315,18 +330,17 @@ def test_redis_that_does_not_answer_is_a_503_without_the_password():
 
 # -- disk: files, partial writes, other processes ----------------------------------------------
 def test_disk_never_serves_a_damaged_or_unfinished_file(make_store, tmp_path):
-    store = make_store("disk")
-    store.put(make_run("r1"))
+    make_store("disk").put(make_run("r1"))
     path = tmp_path / "runs" / "runs" / "r1.run"
     whole = path.read_bytes()
     for damaged in (b"", whole[:100], whole[: len(whole) // 2], b"not a run" * 10):
         path.write_bytes(damaged)
         with pytest.raises(RunNotFoundError):
-            store.get("r1")
+            make_store("disk").get("r1")  # another worker's first look
     unfinished = tmp_path / "runs" / "tmp" / "r2.run"  # a writer that is still writing
     unfinished.write_bytes(whole)
     with pytest.raises(RunNotFoundError):
-        store.get("r2")
+        make_store("disk").get("r2")
 
 
 def test_disk_sweeps_files_left_by_a_writer_that_died(make_store, tmp_path):

@@ -190,11 +190,3 @@ def test_get_or_render_renders_once_then_serves_the_cached_bytes():
     assert cache.get_or_render(("k",), render) == b"png"
     assert cache.get_or_render(("k",), render) == b"png"
     assert len(calls) == 1 and cache.hits == 1
-
-
-def test_discard_forgets_cached_bytes_and_ignores_unknown_keys():
-    cache = RenderCache(max_bytes=100)
-    cache.put(("a",), b"1234")
-    cache.discard(("a",))
-    cache.discard(("never",))
-    assert cache.get(("a",)) is None and cache.nbytes == 0 and len(cache) == 0

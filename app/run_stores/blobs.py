@@ -232,6 +232,51 @@ class NetworkCache:
             self._bytes += size
 
 
+class RecentRuns:
+    """Runs this process decoded lately: run_id -> (version, network key, Run), least recently
+    used dropped beyond max_bytes of blobs. Thread-safe.
+
+    A store still asks its shared storage on every get whether the run is kept (and renews it);
+    only then does it take the run from here, if the stored version (a file's inode; Redis runs
+    are never rewritten) is the one decoded. Saves re-reading and re-parsing a run for each of
+    the many requests for its images.
+    """
+
+    def __init__(self, max_bytes: int = 64 * 2**20) -> None:
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._items: OrderedDict[str, tuple[object, str, Run, int]] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, run_id: str, version: object) -> tuple[str, Run] | None:
+        """(network key, run) if run_id was decoded from this version, else None."""
+        with self._lock:
+            entry = self._items.get(run_id)
+            if entry is None or entry[0] != version:
+                return None
+            self._items.move_to_end(run_id)
+            return entry[1], entry[2]
+
+    def put(self, run_id: str, version: object, network_key: str, run: Run, nbytes: int) -> None:
+        if nbytes > self.max_bytes:
+            return
+        with self._lock:
+            self._pop(run_id)
+            while self._items and self._bytes + nbytes > self.max_bytes:
+                self._pop(next(iter(self._items)))
+            self._items[run_id] = (version, network_key, run, nbytes)
+            self._bytes += nbytes
+
+    def discard(self, run_id: str) -> None:
+        with self._lock:
+            self._pop(run_id)
+
+    def _pop(self, run_id: str) -> None:
+        entry = self._items.pop(run_id, None)
+        if entry is not None:
+            self._bytes -= entry[3]
+
+
 # -- runs --------------------------------------------------------------------------------------
 def encode_run(run: Run, network_key: str, created: float) -> Blob:
     """A run's input (H, W, C) and outputs (h, w, c) or (n,) float32, labels, model, times."""

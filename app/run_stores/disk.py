@@ -34,6 +34,7 @@ from app.run_stores.blobs import (
     BlobError,
     NetworkCache,
     NetworkKeys,
+    RecentRuns,
     decode_network,
     decode_run,
     encode_run,
@@ -70,6 +71,7 @@ class DiskRunStore:
         self._lock_path = self.root / "lock"
         self._keys = NetworkKeys()
         self._cache = NetworkCache()
+        self._recent = RecentRuns()  # reused while the file has the same inode
 
     def __repr__(self) -> str:
         return f"DiskRunStore({str(self.root)!r})"
@@ -100,26 +102,44 @@ class DiskRunStore:
                 os.replace(run_tmp, self._run_path(run.run_id))
                 os.utime(self._run_path(run.run_id), (now, now))
                 run_tmp = None
+                inode = self._run_path(run.run_id).stat().st_ino
         finally:
             for leftover in (run_tmp, network_tmp):
                 if leftover is not None:
                     _unlink(leftover)
         self._cache.put(key, run.network)
+        self._recent.put(run.run_id, inode, key, run, run_blob.nbytes)
 
     def get(self, run_id: str) -> Run:
         if not RUN_ID.match(run_id):
             raise run_not_found(run_id, self.ttl_seconds)
         now = self._clock()
+        path = self._run_path(run_id)
         try:
-            buffer = self._open(self._run_path(run_id), now)
-            return decode_run(buffer, lambda key: self._network(key, now))
+            inode = self._touch(path, now)
+            recent = self._recent.get(run_id, inode)
+            if recent is not None:
+                self._network(recent[0], now)  # renew the network with its run
+                return recent[1]
+            network_keys: list[str] = []
+
+            def network_for(key: str) -> Network:
+                network_keys.append(key)
+                return self._network(key, now)
+
+            buffer = self._open(path)
+            run = decode_run(buffer, network_for)
         except (_MissingFileError, BlobError, KeyError) as e:
+            self._recent.discard(run_id)
             if not isinstance(e, _MissingFileError):
                 log.warning("run %s in %s is unreadable: %s", run_id, self.root, e)
             raise run_not_found(run_id, self.ttl_seconds) from None
+        self._recent.put(run_id, inode, network_keys[0], run, len(buffer))
+        return run
 
     def delete(self, run_id: str) -> None:
         if RUN_ID.match(run_id):
+            self._recent.discard(run_id)
             _unlink(self._run_path(run_id))
 
     def __len__(self) -> int:
@@ -152,21 +172,22 @@ class DiskRunStore:
             raise
         return Path(name)
 
-    def _touch(self, path: Path, now: float) -> None:
-        """Mark path used now; _MissingFileError if it is gone or expired (then delete it)."""
+    def _touch(self, path: Path, now: float) -> int:
+        """Mark path used now and give its inode; _MissingFileError if it is gone or expired
+        (then delete it)."""
         try:
-            used = path.stat().st_mtime
-            if now - used > self.ttl_seconds:
+            st = path.stat()
+            if now - st.st_mtime > self.ttl_seconds:
                 _unlink(path)
                 raise _MissingFileError(path)
-            if used != now:
+            if st.st_mtime != now:
                 os.utime(path, (now, now))
+            return st.st_ino
         except FileNotFoundError:
             raise _MissingFileError(path) from None
 
-    def _open(self, path: Path, now: float) -> mmap.mmap:
-        """path's bytes as a read-only mmap, after checking its age and touching it."""
-        self._touch(path, now)
+    def _open(self, path: Path) -> mmap.mmap:
+        """path's bytes as a read-only mmap."""
         try:
             with open(path, "rb") as f:
                 return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
@@ -176,11 +197,10 @@ class DiskRunStore:
     def _network(self, key: str, now: float) -> Network:
         path = self._network_path(key)
         network = self._cache.get(key)
+        self._touch(path, now)  # in use: keep it at least as long as its runs
         if network is None:
-            network = decode_network(self._open(path, now))
+            network = decode_network(self._open(path))
             self._cache.put(key, network)
-        else:
-            self._touch(path, now)  # in use: keep it at least as long as its runs
         return network
 
     @contextlib.contextmanager

@@ -16,6 +16,9 @@ Every change is one Lua script, so workers on several machines see one consisten
 - Redis's own `maxmemory` is a safety net, not the bound: configure `volatile-lru` (or
   `volatile-ttl`) so that it can only ever drop run and network keys, never the index (which has
   no TTL); a run whose key Redis dropped is then a 404 and its index entry is cleaned up.
+Each process keeps the runs it read lately (blobs.RecentRuns), so the many requests for one
+run's images each cost one renewal round trip, not the whole run; Redis still decides whether the
+run is kept. Run ids are 64 random bits and never rewritten, so a run kept there is current.
 Not for Redis Cluster: the scripts touch keys they read from other keys.
 """
 
@@ -35,18 +38,14 @@ from app.run_stores.blobs import (
     BlobError,
     NetworkCache,
     NetworkKeys,
+    RecentRuns,
     decode_network,
     decode_run,
     encode_run,
 )
-from app.runs import RUN_ID, BytesCache, Run, run_not_found, run_too_large
+from app.runs import RUN_ID, Run, run_not_found, run_too_large
 
 log = logging.getLogger("cnn_explorer")
-
-# Each process keeps the blobs of the runs it used lately, so the requests for one run's images
-# each move a few bytes (the renewal) instead of the whole run. Redis still says whether the run
-# is kept: a blob here is used only after Redis has renewed its run.
-LOCAL_CACHE_BYTES = 64 * 2**20
 
 _PRELUDE = """
 local lru, sizes, total_key, clock = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -191,7 +190,7 @@ class RedisRunStore:
         self._delete = self._client.register_script(_DELETE)
         self._keys = NetworkKeys()
         self._cache = NetworkCache()
-        self._blobs = BytesCache(LOCAL_CACHE_BYTES)
+        self._recent = RecentRuns()
 
     def __repr__(self) -> str:
         return f"RedisRunStore({redis_address(self.url)!r}, prefix={self.prefix!r})"
@@ -208,30 +207,32 @@ class RedisRunStore:
             if not self._put(keys, [*args, b""]):  # Redis lacks the network: send it too
                 self._put(keys, [*args, network_blob.to_bytes()])
         self._cache.put(self._network_key(key), run.network)
-        self._blobs.put((run.run_id,), run_blob)
+        self._recent.put(run.run_id, None, self._network_key(key), run, len(run_blob))
 
     def get(self, run_id: str) -> Run:
         if not RUN_ID.match(run_id):
             raise run_not_found(run_id, self.ttl_seconds)
         with self._unavailable_as_503():
-            cached = self._blobs.get((run_id,))
-            want = "0" if cached is not None else "1"
+            recent = self._recent.get(run_id, version=None)
+            want = "0" if recent is not None else "1"
             found = self._get([*self._index, self._run_key(run_id)], [self._ttl_ms, want])
             if found is None:
-                self._blobs.discard((run_id,))
+                self._recent.discard(run_id)
                 raise run_not_found(run_id, self.ttl_seconds)
-            network_key, data = found[0], found[1] if cached is None else cached
-            if cached is None:
-                self._blobs.put((run_id,), data)
+            if recent is not None:
+                return recent[1]
+            network_key, data = found[0].decode(), found[1]
             try:
-                return decode_run(data, lambda _: self._network(network_key.decode(), run_id))
+                run = decode_run(data, lambda _: self._network(network_key, run_id))
             except (BlobError, KeyError) as e:
                 log.warning("run %s in %r is unreadable: %s", run_id, self, e)
                 raise run_not_found(run_id, self.ttl_seconds) from None
+            self._recent.put(run_id, None, network_key, run, len(data))
+            return run
 
     def delete(self, run_id: str) -> None:
         if RUN_ID.match(run_id):
-            self._blobs.discard((run_id,))
+            self._recent.discard(run_id)
             with self._unavailable_as_503():
                 self._delete([*self._index, self._run_key(run_id)])
 
