@@ -36,6 +36,7 @@ from app.run_stores import DiskRunStore, open_run_store, resolve_run_store
 from app.run_stores.blobs import (
     BlobError,
     NetworkKeys,
+    RecentRuns,
     decode_network,
     decode_run,
     encode_network,
@@ -172,6 +173,21 @@ def test_a_truncated_blob_is_refused_not_misread(cut):
     data = encode_run(make_run("r1"), "k", created=0.0).to_bytes()
     with pytest.raises(BlobError):
         decode_run(data[:cut], lambda k: NETWORK)
+
+
+def test_recent_runs_are_reused_only_for_the_version_decoded_and_stay_bounded():
+    recent = RecentRuns(max_runs=2, max_bytes=1000)
+    runs = {r: make_run(r) for r in ("r1", "r2", "r3")}
+    recent.put("r1", 11, "net", runs["r1"], 100)
+    assert recent.get("r1", 11) == ("net", runs["r1"])
+    assert recent.get("r1", 12) is None  # the file was replaced since
+    recent.put("r2", 21, "net", runs["r2"], 100)
+    recent.put("r3", 31, "net", runs["r3"], 100)  # over max_runs: r1 goes
+    assert recent.get("r1", 11) is None and recent.get("r3", 31) is not None
+    recent.put("big", 1, "net", runs["r1"], 901)  # 901 + 100 > max_bytes: r2 and r3 go
+    assert recent.get("r2", 21) is None and recent.get("r3", 31) is None
+    recent.put("huge", 1, "net", runs["r1"], 1001)  # bigger than the whole cache: not kept
+    assert recent.get("huge", 1) is None and recent.get("big", 1) is not None
 
 
 # -- every store keeps the same promises ---------------------------------------------------------

@@ -234,15 +234,16 @@ class NetworkCache:
 
 class RecentRuns:
     """Runs this process decoded lately: run_id -> (version, network key, Run), least recently
-    used dropped beyond max_bytes of blobs. Thread-safe.
+    used dropped beyond max_runs or max_bytes of blobs. Thread-safe.
 
     A store still asks its shared storage on every get whether the run is kept (and renews it);
     only then does it take the run from here, if the stored version (a file's inode; Redis runs
     are never rewritten) is the one decoded. Saves re-reading and re-parsing a run for each of
-    the many requests for its images.
+    the many requests for its images. (max_runs also bounds open files: a mapped run holds one.)
     """
 
-    def __init__(self, max_bytes: int = 64 * 2**20) -> None:
+    def __init__(self, max_runs: int = 64, max_bytes: int = 64 * 2**20) -> None:
+        self.max_runs = max_runs
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._items: OrderedDict[str, tuple[object, str, Run, int]] = OrderedDict()
@@ -262,7 +263,9 @@ class RecentRuns:
             return
         with self._lock:
             self._pop(run_id)
-            while self._items and self._bytes + nbytes > self.max_bytes:
+            while self._items and (
+                self._bytes + nbytes > self.max_bytes or len(self._items) >= self.max_runs
+            ):
                 self._pop(next(iter(self._items)))
             self._items[run_id] = (version, network_key, run, nbytes)
             self._bytes += nbytes

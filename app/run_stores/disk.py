@@ -13,7 +13,8 @@ eviction drops runs before the network they need.
   deletes it, `put` sweeps them all. Deletion tolerates files that another process removed.
 - Reads are zero-copy: a run's arrays are views of an mmap of its file, so a request for one
   layer reads one layer's pages from the page cache that every worker shares. A file deleted
-  while mapped stays readable until the last view of it is gone.
+  while mapped stays readable until the last view of it is gone. Each process reuses the runs it
+  mapped lately (blobs.RecentRuns) while the file keeps its inode: files are only ever replaced.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ class DiskRunStore:
 
     # -- the RunStore interface ----------------------------------------------------------------
     def put(self, run: Run) -> None:
+        if not RUN_ID.match(run.run_id):
+            raise ValueError(f"run id {run.run_id!r} is not {RUN_ID.pattern}")
         key, network_blob = self._keys.encode(run.network)
         now = self._clock()
         run_blob = encode_run(run, key, created=now)

@@ -197,6 +197,8 @@ class RedisRunStore:
 
     # -- the RunStore interface ----------------------------------------------------------------
     def put(self, run: Run) -> None:
+        if not RUN_ID.match(run.run_id):
+            raise ValueError(f"run id {run.run_id!r} is not {RUN_ID.pattern}")
         key, network_blob = self._keys.encode(run.network)
         with self._unavailable_as_503():
             run_blob = encode_run(run, key, created=time.time()).to_bytes()
