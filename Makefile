@@ -43,6 +43,10 @@ system-test-deps:
 		echo "Installing Debian's chromium for the browser tests"; \
 		$(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
 	fi
+	@if [ ! -x /usr/bin/redis-server ]; then \
+		echo "Installing Debian's redis-server for the run store tests"; \
+		$(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server; \
+	fi
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
