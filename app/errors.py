@@ -356,6 +356,12 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
             "weights, or use a preset model."
         )
         return _reply(413, {"message": message})
+    if exc.status_code == 400 and "multipart" in request.headers.get("content-type", ""):
+        # Starlette's words for a broken form body ("Missing boundary in multipart.").
+        message = (
+            f"The body is not valid multipart/form-data: {message} Send the image file in a "
+            "field named image and the network (or model) as a text field."
+        )
     if exc.status_code == 400 and message == "There was an error parsing the body":
         # FastAPI's answer to a JSON body its parser gives up on (not UTF-8, nested too
         # deeply, a number of over 4300 digits): a body that is not a network spec (422).

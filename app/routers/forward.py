@@ -76,7 +76,7 @@ def runs_url(request: Request, run_id: str) -> str:
 @forward_router.post(
     "/forward",
     response_model=ForwardResponse,
-    responses=error_responses(404, 413, 415, 422, 503, 504),
+    responses=error_responses(400, 404, 413, 415, 422, 503, 504),
 )
 async def forward(
     request: Request,

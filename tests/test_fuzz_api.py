@@ -1,0 +1,145 @@
+"""Schemathesis against the app's own /openapi.json, in process (ASGI): for every operation,
+generated requests (valid and invalid) must never get a 5xx, and every response must match the
+schema (status code documented, content type, body).
+
+Deterministic (derandomized Hypothesis) and bounded: MAX_EXAMPLES per operation and phase, on an
+app with small limits so a generated network stays cheap. Paths that name a run get a real run
+half of the time (by the parity of the generated id), so the fuzzer reaches the layer, channel
+and explain code rather than only "unknown run".
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from starlette.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+from tests.conftest import encode, random_pixels
+
+MAX_EXAMPLES = 200
+
+LIMITS = dict(
+    max_upload_bytes=64 * 1024,
+    max_image_pixels=256 * 256,
+    max_network_bytes=64 * 1024,
+    max_input_side=32,
+    max_layers=6,
+    max_filters=8,
+    max_kernel_size=5,
+    max_units=64,
+    max_activation_bytes=4 * 2**20,
+    max_params=100_000,
+    max_multiply_adds=2_000_000,
+    cpu_time_budget_seconds=30,
+)
+APP = create_app(Settings(models_dir=Path(__file__).parent / "no-models", **LIMITS))
+schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
+schema.config.generation.update(
+    modes=[schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE],
+    max_examples=MAX_EXAMPLES,
+    deterministic=True,
+)
+
+NETWORK = {
+    "input": {"height": 6, "width": 6, "channels": 3},
+    "layers": [
+        {"type": "conv", "filters": 2, "kernel_size": 3},
+        {"type": "maxpool", "size": 2},
+        {"type": "flatten"},
+        {"type": "dense", "units": 3, "activation": "softmax"},
+    ],
+}
+# What a response must be. Not checked: whether the server refuses every schema-invalid request
+# (Pydantic's lax mode takes "3" for 3 and false for 0.0) or accepts every schema-valid one (a
+# well-typed network can still be impossible, an image bytes field can hold any bytes).
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+PNG = encode(random_pixels(6, 6, 3))
+RANGES = {"index": 6, "channel": 4, "y": 5, "x": 5, "c": 3, "i": 10}  # a little past each end
+
+
+SEEN: defaultdict[str, Counter[int]] = defaultdict(Counter)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_statuses():
+    """Print the statuses seen per operation (pytest -s shows them)."""
+    yield
+    for operation, statuses in sorted(SEEN.items()):
+        print(f"{operation}: {sum(statuses.values())} requests, {dict(sorted(statuses.items()))}")
+
+
+@pytest.fixture(scope="module")
+def run_id() -> str:
+    with TestClient(APP) as client:
+        r = client.post(
+            "/api/v1/forward",
+            files={"image": ("i.png", PNG, "image/png")},
+            data={"network": json.dumps(NETWORK)},
+        )
+    assert r.status_code == 200, r.text
+    return r.json()["run_id"]
+
+
+def aim_at_the_run(case, run_id: str) -> None:
+    """Point half of the generated run paths at a real run, with indices near its ranges, and
+    the explain queries at the coordinates their layer needs (missing ones filled with 0)."""
+    path = case.path_parameters or {}
+    generated = path.get("run_id")
+    if not isinstance(generated, str) or len(generated) % 2:
+        return
+    path["run_id"] = run_id
+    query = case.query if isinstance(case.query, dict) else {}
+    for params in (path, query):
+        for name, span in RANGES.items():
+            if isinstance(params.get(name), int) and not isinstance(params[name], bool):
+                params[name] = params[name] % span
+    if case.path.endswith("/explain") and isinstance(path.get("index"), int):
+        for name in ("y", "x", "c") if path["index"] < 2 else ("i",):
+            query.setdefault(name, 0)
+        case.query = query
+
+
+def aim_at_a_forward_pass(case) -> None:
+    """Half of the generated uploads become a real PNG, half of the networks a valid one, so
+    the fuzzer reaches decoding and the forward pass, not only the field checks."""
+    body = case.body
+    if case.path != "/api/v1/forward" or not isinstance(body, dict):
+        return
+    image, network = body.get("image"), body.get("network")
+    if isinstance(image, str | bytes) and len(image) % 2 == 0:
+        body["image"] = PNG
+    if isinstance(network, str) and len(network) % 2 == 0 and not body.get("model"):
+        body["network"] = json.dumps(NETWORK)
+
+
+@schema.parametrize()
+@settings(
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+def test_no_server_errors_and_responses_match_the_schema(case, run_id):
+    aim_at_the_run(case, run_id)
+    aim_at_a_forward_pass(case)
+    response = case.call_and_validate(checks=CHECKS)
+    SEEN[f"{case.method} {case.path}"][response.status_code] += 1
