@@ -470,3 +470,8 @@ class PresetModelInfo(BaseModel):
     test_split: str | None = Field(None, description="How the test set was held out.")
     dataset: str | None = Field(None, description="What it was trained on.")
     command: str | None = Field(None, description="The command that trained it.")
+    source: Literal["shipped", "trained"] = Field(
+        "shipped",
+        description='"shipped" with the server, or "trained" here with POST /api/v1/train (only '
+        "those can be deleted).",
+    )
