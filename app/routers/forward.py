@@ -56,7 +56,7 @@ def _output(network: Network, last: np.ndarray, labels: list[str] | None, most: 
             TopClass(
                 index=int(j),
                 label=labels[j] if labels is not None and j < len(labels) else None,
-                p=float(flat[j]),
+                p=_finite(flat[j]),
             )
             for j in order
         ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -15,6 +16,7 @@ from app.admission import AdmissionGate, GateDep
 from app.cnn import explain
 from app.errors import ChannelNotFoundError, LayerNotFoundError
 from app.routers.deps import CacheDep, SettingsDep, StoreDep, error_responses
+from app.routers.forward import _finite
 from app.runs import RenderCache, Run
 from app.schemas import ExplainResponse
 from app.settings import Settings
@@ -30,6 +32,18 @@ def _layer_output(run: Run, index: int) -> np.ndarray:
             valid_range=[0, n - 1],
         )
     return run.outputs[index]
+
+
+def finite_numbers(value: Any) -> Any:
+    """JSON has no NaN or infinity: an overflowed float becomes the nearest float32 (NaN: 0),
+    as in /forward's stats; the .npy keeps the truth. None (a padded max-pool cell) stays."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else _finite(value)
+    if isinstance(value, dict):
+        return {key: finite_numbers(inner) for key, inner in value.items()}
+    if isinstance(value, list):
+        return [finite_numbers(inner) for inner in value]
+    return value
 
 
 def _png(data: bytes, settings: Settings) -> Response:
@@ -153,5 +167,7 @@ async def explain_value(
     run = store.get(run_id)
     _layer_output(run, index)
     inputs = [run.input, *run.outputs]
-    found = await gate.run(lambda: explain(run.network, inputs, index, y=y, x=x, c=c, i=i))
+    found = await gate.run(
+        lambda: finite_numbers(explain(run.network, inputs, index, y=y, x=x, c=c, i=i))
+    )
     return {**found, "type": run.network.layers[index].type, "layer": index}
