@@ -90,11 +90,15 @@ class Adam:
 
 
 def make_optimizer(
-    name: str, groups: Sequence[ParamGroup], learning_rate: float, weight_decay: float = 0.0
+    name: str,
+    groups: Sequence[ParamGroup],
+    learning_rate: float,
+    weight_decay: float = 0.0,
+    momentum: float = 0.9,
 ) -> SGD | Adam:
-    """'sgd' (momentum 0.9) or 'adam' over the given (params, grads) groups."""
+    """'sgd' (with `momentum`) or 'adam' over the given (params, grads) groups."""
     if name == "sgd":
-        return SGD(groups, learning_rate=learning_rate, weight_decay=weight_decay)
+        return SGD(groups, learning_rate, momentum=momentum, weight_decay=weight_decay)
     if name == "adam":
         return Adam(groups, learning_rate=learning_rate, weight_decay=weight_decay)
     raise ValueError(f"optimizer must be 'sgd' or 'adam', got {name!r}")

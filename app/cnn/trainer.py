@@ -302,6 +302,7 @@ class TrainConfig:
     schedule: str = "cosine"  # "cosine" (decay to 0 over all steps) | "constant"
     seed: int = 0
     workers: int | None = None  # threads sharing each batch; None = default_workers()
+    momentum: float = 0.9  # SGD only
 
 
 @dataclass(frozen=True)
@@ -400,7 +401,11 @@ def train(
     if config.epochs < 1 or config.batch_size < 1:
         raise TrainError("epochs and batch_size must both be at least 1.")
     optimizer = make_optimizer(
-        config.optimizer, net.param_groups(), config.learning_rate, config.weight_decay
+        config.optimizer,
+        net.param_groups(),
+        config.learning_rate,
+        config.weight_decay,
+        momentum=config.momentum,
     )
     history: list[EpochReport] = []
     try:
