@@ -66,6 +66,24 @@ def _bomb_message(data: bytes, error: Exception, limit: int) -> str:
     return _too_many_pixels(None, None, pixels, limit)
 
 
+# File signatures of the supported formats (BMP's two letters are too common to trust).
+_SIGNATURES = {
+    b"\x89PNG\r\n\x1a\n": "PNG",
+    b"\xff\xd8\xff": "JPEG",
+    b"GIF87a": "GIF",
+    b"GIF89a": "GIF",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+}
+
+
+def _claimed_format(data: bytes) -> str | None:
+    """The supported format whose signature the data starts with, if any."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return next((name for magic, name in _SIGNATURES.items() if data.startswith(magic)), None)
+
+
 def open_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
     """Identify an upload and refuse it before decoding: 413 bytes/pixels, 415 format.
 
@@ -86,6 +104,12 @@ def open_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageTooLargeError(_bomb_message(data, e, max_pixels)) from None
     except UnidentifiedImageError:
+        claimed = _claimed_format(data)
+        if claimed is not None:  # the right signature, then something Pillow cannot parse
+            raise CorruptImageError(
+                f"The file starts like a {claimed} image but is damaged or truncated. Re-save or "
+                "re-download it and upload it again."
+            ) from None
         raise UnsupportedImageError(
             f"The file is not an image this server can read. Upload a {_SUPPORTED_TEXT} file."
         ) from None
