@@ -222,6 +222,59 @@ class Settings(BaseSettings):
         ),
     )
 
+    # -- training ------------------------------------------------------------------------------
+    train_max_jobs: int = Field(
+        1,
+        ge=1,
+        description=(
+            "Training jobs (POST /api/v1/train) that may run at once, each on its own thread "
+            "outside the request workers (default 1). Another start gets 429 with Retry-After."
+        ),
+    )
+    train_threads: int = Field(
+        0,
+        ge=0,
+        description=(
+            "Threads one training job splits each batch between (default 0: up to 2 cores). "
+            "Use 1 to leave the other cores to requests while a job trains."
+        ),
+    )
+    train_max_epochs: int = Field(50, ge=1, description="Most epochs one job may ask for.")
+    train_max_batch_size: int = Field(
+        512, ge=1, description="Largest batch size a job may ask for (default 512)."
+    )
+    train_max_learning_rate: float = Field(
+        1.0, gt=0, description="Largest learning rate a job may ask for (default 1.0)."
+    )
+    train_max_examples: int = Field(
+        0,
+        ge=0,
+        description=(
+            "Most training images a job uses, and most test images it is scored on (a seeded "
+            "sample; default 0 = all: 4000 of each data set, 1000 held out). A job's status "
+            "says how many it used."
+        ),
+    )
+    train_max_seconds: float = Field(
+        1800,
+        gt=0,
+        description=(
+            "Longest a job may train, in seconds (default 1800). It then stops at the next "
+            "batch and saves the weights reached, saying so in its status."
+        ),
+    )
+    train_jobs_kept: int = Field(
+        20, ge=1, description="Finished jobs whose status stays available in memory (default 20)."
+    )
+    max_saved_models: int = Field(
+        50,
+        ge=1,
+        description=(
+            "Most models trained here kept in data_dir/models (default 50); a job that would "
+            "save one more is refused with 409 until one is deleted."
+        ),
+    )
+
     # -- files ---------------------------------------------------------------------------------
     data_dir: Path = Field(
         default_factory=default_data_dir,
@@ -259,6 +312,10 @@ class Settings(BaseSettings):
             "max_params": self.max_params,
             "max_multiply_adds": self.max_multiply_adds,
             "run_ttl_seconds": self.run_ttl_seconds,
+            "train_max_epochs": self.train_max_epochs,
+            "train_max_batch_size": self.train_max_batch_size,
+            "train_max_learning_rate": self.train_max_learning_rate,
+            "train_max_examples": self.train_max_examples,
         }
 
 
