@@ -20,8 +20,10 @@ from app.routers import api_router
 from app.routers.deps import package_version
 from app.run_stores import describe_run_store, open_run_store
 from app.runs import RenderCache
+from app.saved_models import ModelCatalog, SavedModels
 from app.security import install_security
 from app.settings import Settings, get_settings
+from app.training_jobs import TrainingJobs
 
 log = logging.getLogger("cnn_explorer")
 
@@ -125,7 +127,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.run_store = open_run_store(settings)
     app.state.render_cache = RenderCache(settings.render_cache_max_bytes)
-    app.state.model_registry = ModelRegistry(settings.models_dir)
+    # Shipped presets plus the models trained here (data_dir/models), as one registry.
+    saved = SavedModels(settings.data_dir / "models", settings.max_saved_models)
+    app.state.model_registry = ModelCatalog(ModelRegistry(settings.models_dir), saved)
+    app.state.training_jobs = TrainingJobs(settings, app.state.model_registry)
 
     install_error_handlers(app)
     install_admission(

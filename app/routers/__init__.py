@@ -12,9 +12,19 @@ from app.routers.health import health_router
 from app.routers.models import models_router
 from app.routers.networks import shapes_router
 from app.routers.runs import runs_router
+from app.routers.saliency import saliency_router
+from app.routers.train import train_router
 
 api_router = APIRouter(prefix=API_PREFIX)
-for _router in (health_router, shapes_router, forward_router, runs_router, models_router):
+for _router in (
+    health_router,
+    shapes_router,
+    forward_router,
+    runs_router,
+    saliency_router,
+    models_router,
+    train_router,
+):
     api_router.include_router(_router)
 
 __all__ = ["API_PREFIX", "api_router"]

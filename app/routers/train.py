@@ -1,0 +1,268 @@
+"""Training on the server: POST /train starts a job, GET follows it (JSON or server-sent events),
+POST .../cancel stops it; DELETE /models/{name} removes a model trained here."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from app.cnn import ShapeReport
+from app.errors import InvalidNetworkError, InvalidRequestError, IssueDict, issue, summarize
+from app.routers.deps import API_PREFIX, SettingsDep, error_responses
+from app.routers.networks import check_network
+from app.saved_models import ModelCatalog
+from app.schemas import ConvLayer, DenseLayer, NetworkSpecModel
+from app.settings import Settings
+from app.train_schemas import (
+    FINAL_STATES,
+    EpochPoint,
+    TrainConfigInfo,
+    TrainRequest,
+    TrainStarted,
+    TrainStatus,
+)
+from app.training_jobs import TrainingJob, TrainingJobs, fit_issues
+
+train_router = APIRouter(tags=["training"])
+
+EVENT_POLL_SECONDS = 0.25  # how often the event stream looks for news
+KEEP_ALIVE_SECONDS = 15  # a comment line this often keeps proxies from closing a quiet stream
+
+
+def get_jobs(request: Request) -> TrainingJobs:
+    return request.app.state.training_jobs
+
+
+def get_catalog(request: Request) -> ModelCatalog:
+    return request.app.state.model_registry
+
+
+JobsDep = Annotated[TrainingJobs, Depends(get_jobs)]
+CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]
+
+
+def _without_weights(spec: NetworkSpecModel) -> NetworkSpecModel:
+    """The architecture only: inline weights are ignored by training (and not checked)."""
+    layers = [
+        layer.model_copy(update={"weights": None, "bias": None})
+        if isinstance(layer, ConvLayer | DenseLayer)
+        else layer
+        for layer in spec.layers
+    ]
+    return spec.model_copy(update={"layers": layers})
+
+
+def _limit_issues(body: TrainRequest, settings: Settings) -> list[IssueDict]:
+    checks = [
+        ("epochs", body.epochs, settings.train_max_epochs),
+        ("batch_size", body.batch_size, settings.train_max_batch_size),
+        ("learning_rate", body.learning_rate, settings.train_max_learning_rate),
+    ]
+    return [
+        issue(
+            None,
+            name,
+            f"{name} {value:g} is more than this server allows ({most:g}).",
+            f"Use {name} {most:g} or less.",
+        )
+        for name, value, most in checks
+        if value > most
+    ]
+
+
+def _batch_memory_issues(
+    body: TrainRequest, report: ShapeReport, settings: Settings
+) -> list[IssueDict]:
+    """A batch keeps every layer's output and its gradient for each image (about 3 copies)."""
+    cells = math.prod(report.input_shape) + sum(math.prod(s.output_shape) for s in report.layers)
+    per_image = 4 * cells * 3
+    if per_image * body.batch_size <= settings.max_activation_bytes:
+        return []
+    fits = max(1, settings.max_activation_bytes // per_image)
+    return [
+        issue(
+            None,
+            "batch_size",
+            f"A batch of {body.batch_size} would hold {per_image * body.batch_size / 2**20:.0f} "
+            f"MB of activations and gradients; this server allows "
+            f"{settings.max_activation_bytes / 2**20:.0f} MB.",
+            f"Use batch_size {fits} or less, or a smaller network.",
+        )
+    ]
+
+
+def _urls(request: Request, job_id: str) -> dict[str, str]:
+    base = f"{request.scope.get('root_path', '')}{API_PREFIX}/train/{job_id}"
+    return {"status_url": base, "events_url": f"{base}/events", "cancel_url": f"{base}/cancel"}
+
+
+def job_status(jobs: TrainingJobs, job: TrainingJob, request: Request) -> tuple[int, TrainStatus]:
+    """(version, status) of a job from one consistent snapshot."""
+    snap = jobs.snapshot(job)
+    req = job.request
+    end = snap["finished"] or time.time()
+    return snap["version"], TrainStatus(
+        job_id=job.job_id,
+        status=snap["status"],
+        message=snap["message"],
+        dataset=req.dataset,
+        labels=job.labels,
+        network=req.network,
+        config=TrainConfigInfo(
+            epochs=req.epochs,
+            batch_size=req.batch_size,
+            learning_rate=req.learning_rate,
+            optimizer=req.optimizer,
+            momentum=(0.9 if req.momentum is None else req.momentum)
+            if req.optimizer == "sgd"
+            else None,
+            schedule=req.schedule,
+            seed=req.seed,
+        ),
+        train_examples=job.train_examples,
+        test_examples=job.test_examples,
+        available_examples=job.available_examples,
+        epoch=snap["epoch"],
+        epochs=req.epochs,
+        step=snap["step"],
+        total_steps=job.total_steps,
+        loss=_finite_or_none(snap["loss"]),
+        history=[EpochPoint(**point) for point in snap["history"]],
+        batch_losses=[(s, v) for s, v in snap["batch_losses"] if math.isfinite(v)],
+        final_accuracy=snap["final_accuracy"],
+        saved_model=snap["saved_model"],
+        created=job.created,
+        started=snap["started"],
+        finished=snap["finished"],
+        elapsed_seconds=0.0 if snap["started"] is None else max(0.0, end - snap["started"]),
+        **_urls(request, job.job_id),
+    )
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+@train_router.post(
+    "/train",
+    status_code=202,
+    response_model=TrainStarted,
+    responses=error_responses(409, 413, 422, 429),
+)
+def start_training(
+    body: TrainRequest, request: Request, settings: SettingsDep, jobs: JobsDep
+) -> TrainStarted:
+    """Train the network on a data set in the background; follow it at the URLs returned.
+
+    The network must fit the data set (input size; last layer dense, one unit per class,
+    softmax), else 422 saying what to set. When the job ends the model is saved under `name`
+    and listed by GET /api/v1/models with source "trained". 429 when train_max_jobs are
+    already running; 409 when the name is taken (models are never overwritten).
+    """
+    limits = _limit_issues(body, settings)
+    if limits:
+        raise InvalidRequestError(summarize("The training request", limits), limits)
+    network = _without_weights(body.network)
+    report, problems, _ = check_network(network, settings)
+    if problems:
+        raise InvalidNetworkError(summarize("The network", problems), problems)
+    fit = fit_issues(network, body.dataset)
+    if fit:
+        message = f"The network does not fit the {body.dataset} data set. {fit[0]['suggestion']}"
+        raise InvalidNetworkError(message, fit)
+    memory = _batch_memory_issues(body, report, settings)
+    if memory:
+        raise InvalidRequestError(summarize("The training request", memory), memory)
+    job = jobs.start(body.model_copy(update={"network": network}))
+    _, status = job_status(jobs, job, request)
+    return TrainStarted(job_id=job.job_id, status=status, **_urls(request, job.job_id))
+
+
+@train_router.get("/train", response_model=list[TrainStatus])
+def list_training_jobs(request: Request, jobs: JobsDep) -> list[TrainStatus]:
+    """This server process's training jobs, oldest first (finished ones are kept a while)."""
+    return [job_status(jobs, job, request)[1] for job in jobs.list()]
+
+
+@train_router.get("/train/{job_id}", response_model=TrainStatus, responses=error_responses(404))
+def training_status(job_id: str, request: Request, jobs: JobsDep) -> TrainStatus:
+    """Where the job is: epoch, step, loss and accuracy history, the saved model's name."""
+    return job_status(jobs, jobs.get(job_id), request)[1]
+
+
+@train_router.get(
+    "/train/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "`event: progress` with a TrainStatus (JSON) on every change, at most "
+            "4 a second; `event: end` with the final TrainStatus; then the stream closes. A "
+            "browser's EventSource reconnects when a stream closes: close it on `end`.",
+        },
+        **error_responses(404),
+    },
+)
+async def training_events(job_id: str, request: Request, jobs: JobsDep) -> StreamingResponse:
+    """The job's progress as server-sent events, until it ends."""
+    job = jobs.get(job_id)
+
+    async def events() -> AsyncIterator[str]:
+        yield "retry: 2000\n\n"
+        sent, quiet_since = -1, time.monotonic()
+        while True:
+            if jobs.version(job) != sent:
+                sent, status = job_status(jobs, job, request)
+                final = status.status in FINAL_STATES
+                kind = "end" if final else "progress"
+                yield f"event: {kind}\ndata: {status.model_dump_json()}\n\n"
+                if final:
+                    return
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since > KEEP_ALIVE_SECONDS:
+                yield ": keep-alive\n\n"
+                quiet_since = time.monotonic()
+            await asyncio.sleep(EVENT_POLL_SECONDS)
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+
+@train_router.post(
+    "/train/{job_id}/cancel", response_model=TrainStatus, responses=error_responses(404)
+)
+def cancel_training(
+    job_id: str,
+    request: Request,
+    jobs: JobsDep,
+    save: Annotated[
+        bool,
+        Query(description="Save the weights reached so far (true) or throw them away (false)."),
+    ] = False,
+) -> TrainStatus:
+    """Stop the job at the end of its current batch (a finished job is left as it is).
+
+    The status ends "cancelled"; with save=true the weights so far are saved like a finished
+    job's (saved_model, final_accuracy measured on the test images).
+    """
+    job = jobs.cancel(job_id, save=save)
+    return job_status(jobs, job, request)[1]
+
+
+@train_router.delete(
+    "/models/{name}",
+    status_code=204,
+    response_class=Response,
+    tags=["models"],
+    responses=error_responses(403, 404),
+)
+def delete_model(name: str, catalog: CatalogDep) -> Response:
+    """Delete a model trained on this server (shipped models answer 403)."""
+    catalog.delete(name)
+    return Response(status_code=204)
