@@ -211,6 +211,25 @@ async def test_the_run_store_keeps_at_most_its_bytes_dropping_the_oldest(make_ap
     assert status == [404, 404, 200, 200, 200]
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="The memory run store counts a run's input and outputs but not its network's weights "
+    "(every run keeps its own Network): runs of a weight-heavy network overrun the bound.",
+)
+async def test_the_run_store_bound_counts_each_runs_network_weights(make_app, png_bytes):
+    heavy = net({"type": "flatten"}, {"type": "dense", "units": 400})  # 769 * 400 params
+    weights = 4 * (16 * 16 * 3 + 1) * 400  # 1.2 MB, against 6 KB of activations
+    real = weights + 4 * (2 * 16 * 16 * 3 + 400)
+    app = make_app(run_store_max_bytes=4 * 2**20)
+    async with client_for(app) as client:
+        urls = [
+            (await post_forward(client, png_bytes, heavy)).json()["layers"][1]["array_url"]
+            for _ in range(10)
+        ]
+        kept = sum([(await client.get(url)).status_code == 200 for url in urls])
+    assert kept * real <= 4 * 2**20, f"{kept} runs of {real / 2**20:.1f} MB kept in 4 MB"
+
+
 async def test_the_render_cache_never_holds_more_than_its_bytes(make_app, png_bytes):
     app = make_app(render_cache_max_bytes=1500)
     cache = app.state.render_cache
