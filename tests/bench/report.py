@@ -100,6 +100,7 @@ def format_header(header: dict[str, Any]) -> str:
         f"Env: {env_text}",
         f"Load average (1/5/15 min) at start: {header.get('load_before')}",
         f"Timing: {header.get('timing')}",
+        f"Malloc: {header.get('malloc')}",
     ]
     return "\n".join(lines)
 

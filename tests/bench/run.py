@@ -97,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         help="rerun without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (default: leave them as set), "
         "to see what NumPy's BLAS does with the kernels it would pick itself",
     )
+    parser.add_argument(
+        "--malloc-default",
+        action="store_true",
+        help="keep glibc's malloc defaults (page faults from re-allocated buffers then add noise)",
+    )
     args = parser.parse_args(argv)
 
     tuning = [var for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if var in os.environ]
@@ -106,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         rest = sys.argv[1:] if argv is None else argv
         os.execve(sys.executable, [sys.executable, "-m", "tests.bench.run", *rest], env)
 
+    heap = "glibc defaults" if args.malloc_default else environment.steady_heap()
     if args.list:
         for bench in BENCHMARKS:
             print(f"{bench.name:24s} group {bench.group}")
@@ -123,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratios"
     )
     header["plan"] = asdict(plan)
+    header["malloc"] = heap
     report = Report(header=header)
     print(format_report(Report(header=header)).split("\n\n")[0], flush=True)
     print(flush=True)

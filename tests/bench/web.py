@@ -273,6 +273,8 @@ def run_server(plan: TimingPlan) -> Row:
     finally:
         loop.run_until_complete(client.aclose())
         loop.close()
+    stats = result.stats
+    per_request = (stats["server"].median_ms - stats["floor"].median_ms) / requests
     return Row(
         group="server",
         name=SERVER_NAME,
@@ -282,7 +284,13 @@ def run_server(plan: TimingPlan) -> Row:
         baseline_stats=result.stats["floor"],
         ratio=result.ratio("server", "floor"),
         target=SERVER_TARGET,
-        note=f"{requests} requests through httpx.ASGITransport ({served / 1024:.0f} KB of PNG); "
-        f"floor = build_network + decode_image + forward + render ({direct / 1024:.0f} KB)",
-        extra={"requests": requests, "png_bytes_server": served, "png_bytes_floor": direct},
+        note=f"{requests} requests through httpx.ASGITransport ({served / 1024:.0f} KB of PNG), "
+        f"{per_request:.2f} ms more per request than the floor = build_network + decode_image + "
+        f"forward + render ({direct / 1024:.0f} KB)",
+        extra={
+            "requests": requests,
+            "png_bytes_server": served,
+            "png_bytes_floor": direct,
+            "overhead_ms_per_request": per_request,
+        },
     )
