@@ -339,15 +339,22 @@ def main(argv: list[str] | None = None) -> int:
             rss = {"before": proc_status(server.pid)["VmRSS"]}
             samples: list[int] = []
 
+            health: list[float] = []
+
             async def tick(deadline: float) -> None:
+                """Every 0.5 s: the server's RSS, and how long /api/v1/health takes."""
                 shown = None
-                while True:
-                    await asyncio.sleep(0.5)
-                    samples.append(proc_status(server.pid)["VmRSS"])
-                    left = round(deadline - time.monotonic())
-                    if left % 10 == 0 and left > 0 and left != shown:
-                        shown = left
-                        print(f"  ... {left} s left, server RSS {samples[-1] / MB:.0f} MiB")
+                async with httpx.AsyncClient(base_url=base, timeout=10) as probe:
+                    while True:
+                        await asyncio.sleep(0.5)
+                        samples.append(proc_status(server.pid)["VmRSS"])
+                        started = time.perf_counter()
+                        if (await probe.get("/api/v1/health")).status_code == 200:
+                            health.append(time.perf_counter() - started)
+                        left = round(deadline - time.monotonic())
+                        if left % 10 == 0 and left > 0 and left != shown:
+                            shown = left
+                            print(f"  ... {left} s left, server RSS {samples[-1] / MB:.0f} MiB")
 
             results, wall = asyncio.run(
                 run_clients(base, args.clients, args.seconds, args.max_requests, tick)
@@ -355,6 +362,10 @@ def main(argv: list[str] | None = None) -> int:
             status = proc_status(server.pid)
             rss.update(after=status["VmRSS"], peak=max(status["VmHWM"], *samples, 0))
             ok = report(results, wall, rss, rss_bound(settings, rss["before"]), args.clients)
+            if health:
+                ms = sorted(h * 1000 for h in health)
+                print(f"/api/v1/health during the load: {len(ms)} probes, median "
+                      f"{percentile(ms, 0.5):.1f} ms, max {ms[-1]:.1f} ms")  # fmt: skip
             ok = ok and not problems
         finally:
             stop_server(server)
