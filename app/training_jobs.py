@@ -175,6 +175,7 @@ class TrainingJob:
     cancel: threading.Event = field(default_factory=threading.Event)
     save_on_cancel: bool = False
     stop_reason: str | None = None
+    thread: threading.Thread | None = None
 
     @property
     def active(self) -> bool:
@@ -295,10 +296,10 @@ class TrainingJobs:
             )
             self._jobs[job_id] = job
             self._forget_old()
-        thread = threading.Thread(
+        job.thread = threading.Thread(
             target=self._run, args=(job, data), name=f"train-{job_id}", daemon=True
         )
-        thread.start()
+        job.thread.start()
         return job
 
     def _forget_old(self) -> None:
@@ -320,12 +321,19 @@ class TrainingJobs:
                 job.cancel.set()
         return job
 
-    def shutdown(self) -> None:
-        """Cancel every running job (the app is stopping); nothing more is saved."""
+    def shutdown(self, wait_seconds: float = 0.0) -> None:
+        """Cancel every running job (the app is stopping; nothing more is saved) and wait up to
+        wait_seconds for their threads to end."""
         with self._lock:
-            for job in self._jobs.values():
+            running = [job for job in self._jobs.values() if job.active]
+            for job in running:
                 job.save_on_cancel = False
+                job.stop_reason = "shutdown"
                 job.cancel.set()
+        deadline = time.monotonic() + wait_seconds
+        for job in running:
+            if job.thread is not None:
+                job.thread.join(max(0.0, deadline - time.monotonic()))
 
     # -- the thread --------------------------------------------------------------------------
     def _update(self, job: TrainingJob, **changes: object) -> None:

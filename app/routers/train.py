@@ -13,7 +13,14 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from app.cnn import ShapeReport
-from app.errors import InvalidNetworkError, InvalidRequestError, IssueDict, issue, summarize
+from app.errors import (
+    InvalidNetworkError,
+    InvalidRequestError,
+    IssueDict,
+    file_size,
+    issue,
+    summarize,
+)
 from app.routers.deps import API_PREFIX, SettingsDep, error_responses
 from app.routers.networks import check_network
 from app.saved_models import ModelCatalog
@@ -84,15 +91,17 @@ def _batch_memory_issues(
     per_image = 4 * cells * 3
     if per_image * body.batch_size <= settings.max_activation_bytes:
         return []
-    fits = max(1, settings.max_activation_bytes // per_image)
+    fits = settings.max_activation_bytes // per_image
     return [
         issue(
             None,
             "batch_size",
-            f"A batch of {body.batch_size} would hold {per_image * body.batch_size / 2**20:.0f} "
-            f"MB of activations and gradients; this server allows "
-            f"{settings.max_activation_bytes / 2**20:.0f} MB.",
-            f"Use batch_size {fits} or less, or a smaller network.",
+            f"A batch of {body.batch_size} would hold {file_size(per_image * body.batch_size)} "
+            f"of activations and gradients; this server allows "
+            f"{file_size(settings.max_activation_bytes)}.",
+            f"Use batch_size {fits} or less, or a smaller network."
+            if fits >= 1
+            else "Use a smaller input or fewer filters: even one image does not fit.",
         )
     ]
 
