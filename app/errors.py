@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.cnn.errors import ExplainError, LayerIssue, SpecError
-from app.schemas import FIELD_HINTS, LAYER_MODELS, NetworkSpecModel
+from app.schemas import FIELD_HINTS, LAYER_MODELS, ErrorResponse, NetworkSpecModel
 
 log = logging.getLogger("cnn_explorer")
 
@@ -384,6 +384,37 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return _reply(500, {"message": "Internal error; the server log has the details."})
 
 
+_ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
+
+
+def _document_422_as_error_response(app: FastAPI) -> None:
+    """/openapi.json: every 422 is an ErrorResponse, as _validation_error sends it, also on
+    routes that do not list it (FastAPI's default would be its HTTPValidationError list)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        if "ErrorResponse" not in components:
+            model = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(model.pop("$defs", {}))
+            components["ErrorResponse"] = model
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                response = operation.get("responses", {}).get("422")
+                if response is not None:
+                    response["content"] = {"application/json": {"schema": dict(_ERROR_REF)}}
+        for unused in ("HTTPValidationError", "ValidationError"):
+            if unused not in str(schema["paths"]):
+                components.pop(unused, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the one translation of exceptions into {"detail": ...} responses."""
     app.add_exception_handler(AppError, _app_error)
@@ -392,3 +423,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
+    _document_422_as_error_response(app)

@@ -9,6 +9,7 @@ passes them is cheap to run.
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from tests.conftest import encode, random_pixels
 APP = create_app(
     Settings(
         models_dir=Path(__file__).parent / "no-models",
+        data_dir=Path(tempfile.mkdtemp(prefix="cnn-spec-fuzz-")),
         max_input_side=16,
         max_layers=8,
         max_filters=8,
