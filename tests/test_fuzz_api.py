@@ -13,10 +13,13 @@ from __future__ import annotations
 import json
 import tempfile
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import schemathesis
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -27,7 +30,9 @@ from schemathesis.specs.openapi.checks import (
 )
 from starlette.testclient import TestClient
 
+from app.admission import get_gate
 from app.main import create_app
+from app.routers.deps import API_PREFIX
 from app.settings import Settings
 from tests.conftest import encode, random_pixels
 
@@ -162,3 +167,29 @@ def test_every_422_in_the_schema_is_the_documented_error_shape():
             if response is not None:
                 schema = response["content"]["application/json"]["schema"]
                 assert schema == {"$ref": "#/components/schemas/ErrorResponse"}, (method, path)
+
+
+def uses_the_gate(dependant: Dependant) -> bool:
+    return dependant.call is get_gate or any(uses_the_gate(d) for d in dependant.dependencies)
+
+
+def api_routes(routes: list) -> Iterator[APIRoute]:
+    """Every APIRoute, looking inside included routers."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        inner = getattr(route, "original_router", None) or getattr(route, "router", None)
+        if inner is not None and inner is not APP.router:
+            yield from api_routes(inner.routes)
+
+
+def test_every_route_that_waits_for_the_cpu_gate_documents_503_and_504():
+    doc = APP.openapi()
+    gated = [r for r in api_routes(APP.routes) if uses_the_gate(r.dependant)]
+    assert len(gated) >= 6  # forward, the maps, the array, explain, ...
+    for route in gated:
+        path = route.path_format
+        path = path if path.startswith(API_PREFIX) else API_PREFIX + path
+        for method in route.methods:
+            responses = doc["paths"][path][method.lower()]["responses"]
+            assert {"503", "504"} <= set(responses), (method, path)
