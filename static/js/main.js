@@ -13,6 +13,8 @@ import { initRun, runNetwork } from "./run.js";
 import { initActivations } from "./activations.js";
 import { initChannelView } from "./channel-view.js";
 import { initStepThrough } from "./step-through.js";
+import { initSaliency } from "./saliency.js";
+import { initTrain } from "./train.js";
 import { decodeHash, encodeState, initUrlState, linkableSpec } from "./url-state.js";
 
 function readConfig() {
@@ -75,6 +77,8 @@ async function main() {
   initActivations();
   initChannelView();
   initStepThrough();
+  initSaliency();
+  initTrain();
   initUrlState();
   initCopyLink();
 

@@ -1,0 +1,110 @@
+// Stage 3, input card: after a run whose network ends in softmax, show which pixels a class
+// score depends on — the gradient saliency map or Grad-CAM — laid over the input image.
+
+import { $, el, field, select } from "./dom.js";
+import { ApiError, detailMessage } from "./api.js";
+import { on, state } from "./state.js";
+
+const WORDS = {
+  saliency:
+    "Saliency: how strongly the class score (before softmax) changes with each pixel, |gradient|; brighter and more coloured = more.",
+  gradcam:
+    "Grad-CAM: the last conv layer's maps weighed by how much they raise the class score, resized to the input; coloured = where the evidence is.",
+};
+
+let objectUrl = null;
+let token = 0;
+
+async function fetchPng(url) {
+  let response;
+  try {
+    response = await fetch(url);
+  } catch (error) {
+    throw new ApiError(0, `Could not reach the server (${error.message}).`);
+  }
+  if (!response.ok) {
+    let body = null;
+    try {
+      body = await response.json();
+    } catch {
+      body = null;
+    }
+    throw new ApiError(response.status, detailMessage(body?.detail) || response.statusText);
+  }
+  return { blob: await response.blob(), layer: response.headers.get("X-Layer") };
+}
+
+async function showMap(run, card) {
+  const mode = $("#explain-mode", card).value;
+  const target = $("#explain-target", card).value;
+  const canvas = $("canvas.act-input", card);
+  const image = $("img.explain-map", card);
+  const note = $("#explain-note", card);
+  const mine = ++token;
+  if (!mode) {
+    image.hidden = true;
+    canvas.hidden = false;
+    note.textContent = "";
+    card.dataset.explain = "";
+    return;
+  }
+  note.textContent = "Computing…";
+  const url = `/api/v1/runs/${encodeURIComponent(run.run_id)}/${mode}.png?overlay=1&target=${target}`;
+  try {
+    const { blob, layer } = await fetchPng(url);
+    if (mine !== token || state.run !== run) return;
+    if (objectUrl) URL.revokeObjectURL(objectUrl);
+    objectUrl = URL.createObjectURL(blob);
+    image.src = objectUrl;
+    const label = run.labels[Number(target)] ?? `class ${target}`;
+    image.alt = `${mode === "gradcam" ? "Grad-CAM" : "Saliency"} of “${label}” over the input image`;
+    image.hidden = false;
+    canvas.hidden = true;
+    const where = mode === "gradcam" && layer !== null ? ` (layer ${layer})` : "";
+    note.textContent = `${WORDS[mode]}${where}`;
+    card.dataset.explain = `${mode}/${target}`;
+  } catch (error) {
+    if (mine !== token) return;
+    image.hidden = true;
+    canvas.hidden = false;
+    note.textContent = error.message;
+    card.dataset.explain = "error";
+  }
+}
+
+function addControls() {
+  const run = state.run;
+  const card = $("#layer-results .act-card-input");
+  const probs = run?.output?.probabilities;
+  if (!card || !Array.isArray(probs)) return;
+  const order = probs.map((p, i) => [p, i]).sort((a, b) => b[0] - a[0]);
+  const targets = order.map(([p, i]) => [i, `${run.labels[i] ?? `class ${i}`} (${(100 * p).toFixed(1)}%)`]);
+  const mode = select(
+    [
+      ["", "Image"],
+      ["saliency", "Saliency"],
+      ["gradcam", "Grad-CAM"],
+    ],
+    "",
+    { id: "explain-mode" },
+  );
+  const target = select(targets, order[0][1], { id: "explain-target" });
+  const redraw = () => showMap(run, card);
+  mode.addEventListener("change", redraw);
+  target.addEventListener("change", redraw);
+  const figure = $(".act-figure", card);
+  figure.append(el("img", { class: "act-input explain-map", alt: "", hidden: true }));
+  card.append(
+    el(
+      "div",
+      { class: "explain-controls", role: "group", "aria-label": "Explain the prediction" },
+      field("Show on the input", mode),
+      field("For the class", target),
+    ),
+    el("p", { id: "explain-note", class: "explain-note", "aria-live": "polite" }),
+  );
+}
+
+export function initSaliency() {
+  on("run", addControls);
+}
