@@ -39,6 +39,7 @@ class Run:
 
     input : ndarray (H, W, C) float32, the image as the network saw it.
     outputs : one ndarray per layer, (h, w, c) or (n,) float32.
+    nbytes counts the input, the outputs and the network's weights and biases.
     """
 
     run_id: str
@@ -53,7 +54,15 @@ class Run:
         # Runs are read by many requests at once: make accidental writes fail loudly.
         for a in (self.input, *self.outputs):
             a.flags.writeable = False
-        self.nbytes = int(self.input.nbytes + sum(o.nbytes for o in self.outputs))
+        # Each run holds its own Network, so its weights count against the bound too: a
+        # 72 MB dense layer on a small image must not pass as a 100 KB run.
+        weights = sum(
+            a.nbytes
+            for layer in self.network.layers
+            for a in (getattr(layer, "weights", None), getattr(layer, "bias", None))
+            if a is not None
+        )
+        self.nbytes = int(self.input.nbytes + sum(o.nbytes for o in self.outputs) + weights)
 
 
 def describe_ttl(seconds: float) -> str:

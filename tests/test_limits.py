@@ -211,11 +211,6 @@ async def test_the_run_store_keeps_at_most_its_bytes_dropping_the_oldest(make_ap
     assert status == [404, 404, 200, 200, 200]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="The memory run store counts a run's input and outputs but not its network's weights "
-    "(every run keeps its own Network): runs of a weight-heavy network overrun the bound.",
-)
 async def test_the_run_store_bound_counts_each_runs_network_weights(make_app, png_bytes):
     heavy = net({"type": "flatten"}, {"type": "dense", "units": 400})  # 769 * 400 params
     weights = 4 * (16 * 16 * 3 + 1) * 400  # 1.2 MB, against 6 KB of activations
