@@ -8,13 +8,14 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-fast lint format bench system-test-deps clean docker-smoke train
+.PHONY: help run test test-fast lint format bench system-test-deps clean docker-smoke train load
 
 help:
 	@echo "make run    install runtime deps into .venv and serve http://127.0.0.1:8000"
 	@echo "make test   install test deps (Chromium via apt-get when missing) and run the whole suite"
 	@echo "make bench  forward-pass and render benchmarks against PyTorch CPU (installs torch==2.13.0)"
 	@echo "make lint   ruff check and ruff format --check"
+	@echo "make load   8 clients for 30 s of mixed requests against a real server on loopback"
 	@echo "make train  retrain the shipped models (app/model_files) from their fixed seeds"
 	@echo "make docker-smoke  build the Docker image, run it, check health and one forward pass (root; starts dockerd if needed)"
 
@@ -66,6 +67,9 @@ bench: $(VENV)/.installed-bench
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+load: $(VENV)/.installed-dev
+	$(BIN)/python -m tests.load.run
 
 train: $(VENV)/.installed-run
 	$(BIN)/python -m app.train_models
