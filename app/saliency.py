@@ -6,7 +6,12 @@ app.cnn.trainer.TrainableNetwork.layer_gradients, on the run's own resolved weig
 - saliency (Simonyan et al. 2014): S[y, x] = max over channels c of |d z_t / d image[y, x, c]|;
 - Grad-CAM (Selvaraju et al. 2017) at a layer with maps A (h, w, K):
   alpha_k = mean over (y, x) of d z_t / d A[y, x, k];  cam = relu(sum_k alpha_k A[:, :, k]),
-  then resized to the input's height and width (bilinear, pixel centres aligned).
+  then resized to the input's height and width (bilinear, pixel centres aligned);
+- HiResCAM (Draelos & Carin 2020), the same without the averaging:
+  cam = relu(sum_k A[:, :, k] * d z_t / d A[:, :, k]). With only pooling, flatten and dense
+  layers after A its sum over positions is z_t minus the bias part, so it shows where the score
+  comes from even when the averaged weights of Grad-CAM cancel out (then Grad-CAM is all zero,
+  which the max-pooled, weight-decayed shipped digits model shows).
 
 Pure NumPy; app/render.py turns the maps into PNGs.
 """
@@ -23,7 +28,12 @@ from app.cnn.spec import ConvSpec, ReluSpec
 from app.cnn.trainer import TrainableNetwork, TrainError
 from app.errors import AppError, InvalidRequestError, issue
 
-OVERLAY_STRENGTH = 0.75  # how much of the heat colour covers the image where the map is highest
+# The overlay dims the image to OVERLAY_DIM of its brightness, then covers it with the heat colour
+# up to OVERLAY_STRENGTH where the map peaks; colours skip viridis's darkest third, which would
+# only darken the picture.
+OVERLAY_DIM = 0.6
+OVERLAY_STRENGTH = 0.85
+OVERLAY_LOWEST_COLOUR = 0.35
 
 
 class SaliencyUnavailableError(AppError):
@@ -118,12 +128,19 @@ def saliency_map(net: TrainableNetwork, image: np.ndarray, target: int) -> np.nd
     return np.abs(input_grad[0]).max(axis=-1).astype(np.float32)
 
 
-def grad_cam(net: TrainableNetwork, image: np.ndarray, target: int, layer: int) -> np.ndarray:
-    """Grad-CAM of layer `layer` for image (H, W, C); returns (h, w) float32 at the layer's size."""
+CAM_METHODS = ("gradcam", "hirescam")
+
+
+def grad_cam(
+    net: TrainableNetwork, image: np.ndarray, target: int, layer: int, method: str = "gradcam"
+) -> np.ndarray:
+    """Grad-CAM (or HiResCAM) of layer `layer` for image (H, W, C); returns (h, w) float32 at
+    the layer's size."""
     outputs, grads, _ = net.layer_gradients(image[None], target)
     maps, dmaps = outputs[layer][0], grads[layer][0]  # (h, w, K) each
-    alpha = dmaps.mean(axis=(0, 1))  # (K,)
-    return np.maximum(maps @ alpha, 0.0).astype(np.float32)
+    hires = method == "hirescam"
+    cam = (maps * dmaps).sum(axis=-1) if hires else maps @ dmaps.mean(axis=(0, 1))
+    return np.maximum(cam, 0.0).astype(np.float32)
 
 
 def upsample(a: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -150,11 +167,13 @@ def heat_png(heat: np.ndarray) -> bytes:
 
 def overlay_png(image: np.ndarray, heat: np.ndarray) -> bytes:
     """The image (H, W, C) in [0, 1] with the map (H, W) >= 0 laid over it in viridis colours,
-    more opaque where the map is higher; an RGB PNG."""
+    more opaque where the map is higher (see OVERLAY_*); an RGB PNG."""
     base = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image[:, :, :3]
     top = float(np.max(heat)) if heat.size else 0.0
     level = np.clip(heat / top, 0.0, 1.0) if top > 0 else np.zeros_like(heat)
     table = np.frombuffer(render.VIRIDIS_PALETTE, dtype=np.uint8).reshape(256, 3)
-    colours = table[np.rint(level * (render.LEVELS - 1)).astype(np.intp)] / 255.0  # (H, W, 3)
-    weight = (OVERLAY_STRENGTH * level)[:, :, None]
-    return render.render_image(base * (1 - weight) + colours * weight)
+    shade = OVERLAY_LOWEST_COLOUR + (1 - OVERLAY_LOWEST_COLOUR) * level
+    colours = table[np.rint(shade * (render.LEVELS - 1)).astype(np.intp)] / 255.0  # (H, W, 3)
+    # sqrt: middling values stay visible next to a sharp peak (Grad-CAM often has one).
+    weight = (OVERLAY_STRENGTH * np.sqrt(level))[:, :, None]
+    return render.render_image(OVERLAY_DIM * base * (1 - weight) + colours * weight)

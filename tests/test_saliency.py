@@ -22,7 +22,7 @@ from app.cnn.spec import (
     PoolSpec,
     ReluSpec,
 )
-from app.render import render_image
+from app.render import VIRIDIS_PALETTE, render_image
 from tests.conftest import WORKED_EXAMPLE, client_for, encode, random_pixels
 
 pytestmark = pytest.mark.anyio
@@ -190,8 +190,19 @@ async def test_grad_cam_equals_the_hand_computation(client) -> None:
         assert r.headers["x-layer"] == "0" and r.headers["x-target"] == str(target)
         got = npy(r.content)
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+        assert float(r.headers["x-map-max"]) == pytest.approx(want.max(), rel=1e-4, abs=1e-6)
+        png = await client.get(f"{API}/runs/{run['run_id']}/gradcam.png?target={target}")
+        assert png.headers["x-map-max"] == r.headers["x-map-max"]
         cams.append(got)
+        # HiResCAM: each position's maps times their own gradient, no averaging.
+        hires = np.maximum((maps * dense_w[target].reshape(4, 4, 2)).sum(axis=-1), 0.0)
+        r = await client.get(
+            f"{API}/runs/{run['run_id']}/gradcam.npy?target={target}&method=hirescam"
+        )
+        np.testing.assert_allclose(npy(r.content), hires, rtol=1e-4, atol=1e-5)
     assert not np.allclose(cams[0], cams[1])
+    r = await client.get(f"{API}/runs/{run['run_id']}/gradcam.png?method=cam")
+    assert r.status_code == 422 and r.json()["detail"]["errors"][0]["field"] == "method"
 
 
 def test_upsampling_aligns_pixel_centres_and_keeps_constants() -> None:
@@ -247,19 +258,26 @@ async def test_pngs_are_the_input_size_and_the_overlay_is_rgb(client) -> None:
         assert image.size == (7, 9) and image.mode == "RGB" and r.headers["x-target"] == "1"
 
 
-def test_the_overlay_keeps_the_image_where_the_map_is_zero_and_colours_its_peak() -> None:
+def test_the_overlay_dims_the_image_where_the_map_is_zero_and_colours_its_peak() -> None:
     image = np.random.default_rng(4).random((5, 6, 1)).astype(np.float32)
     heat = np.zeros((5, 6), np.float32)
     plain = np.asarray(Image.open(io.BytesIO(saliency.overlay_png(image, heat))))
-    grey = np.asarray(Image.open(io.BytesIO(render_image(image))).convert("RGB"))
+    dimmed = render_image(saliency.OVERLAY_DIM * image)
+    grey = np.asarray(Image.open(io.BytesIO(dimmed)).convert("RGB"))
     np.testing.assert_array_equal(plain, grey)
-    heat[2, 3] = 5.0
+    heat[2, 3], heat[0, 1] = 5.0, 1.25
     mixed = np.asarray(Image.open(io.BytesIO(saliency.overlay_png(image, heat)))).astype(float)
-    peak = (1 - saliency.OVERLAY_STRENGTH) * image[2, 3, 0] * 255 + saliency.OVERLAY_STRENGTH * (
-        np.array([253, 231, 37])
-    )
+    strength, dim = saliency.OVERLAY_STRENGTH, saliency.OVERLAY_DIM
+    top = np.array([253, 231, 37])  # viridis at 1
+    peak = (1 - strength) * dim * image[2, 3, 0] * 255 + strength * top
     np.testing.assert_allclose(mixed[2, 3], peak, atol=1.0)
-    np.testing.assert_array_equal(mixed[0, 0], grey[0, 0])
+    # A quarter of the peak is half as opaque (sqrt), coloured from the lighter part of viridis.
+    table = np.frombuffer(VIRIDIS_PALETTE, dtype=np.uint8).reshape(256, 3).astype(float)
+    shade = saliency.OVERLAY_LOWEST_COLOUR + (1 - saliency.OVERLAY_LOWEST_COLOUR) * 0.25
+    colour = table[round(shade * 254)]
+    quarter = (1 - strength / 2) * dim * image[0, 1, 0] * 255 + strength / 2 * colour
+    np.testing.assert_allclose(mixed[0, 1], quarter, atol=1.0)
+    np.testing.assert_array_equal(mixed[4, 5], grey[4, 5])
 
 
 async def test_a_network_without_class_scores_is_409_with_what_to_add(client, png_bytes) -> None:

@@ -136,7 +136,8 @@ def test_models_survive_a_new_store_on_the_same_directory(tmp_path: Path) -> Non
     save(SavedModels(tmp_path), "lasting", seed=5)
     again = SavedModels(tmp_path)
     (model,) = again.list()
-    np.testing.assert_array_equal(model.network.layers[0].weights, trained_spec(5).layers[0].weights)
+    want = trained_spec(5).layers[0].weights
+    np.testing.assert_array_equal(model.network.layers[0].weights, want)
 
 
 def test_a_model_saved_by_another_process_appears_and_a_rewritten_one_is_reread(

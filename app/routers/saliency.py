@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import APIRouter, Query
@@ -35,6 +35,15 @@ LayerQuery = Annotated[
     ),
 ]
 
+MethodQuery = Annotated[
+    Literal["gradcam", "hirescam"],
+    Query(
+        description='"gradcam": maps weighed by their mean gradient; "hirescam": each position '
+        "times its own gradient (no averaging; shows the evidence where Grad-CAM's averaged "
+        "weights cancel out)."
+    ),
+]
+
 _ERRORS = error_responses(404, 409, 422, 503, 504)
 _PNG = {200: {"content": {"image/png": {}}, "description": "A PNG."}, **_ERRORS}
 _NPY = {200: {"content": {"application/octet-stream": {}}}, **_ERRORS}
@@ -44,6 +53,16 @@ def _npy(a: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, a, allow_pickle=False)
     return buf.getvalue()
+
+
+def _encoded(a: np.ndarray) -> tuple[bytes, str]:
+    """A map as .npy bytes, and its peak for X-Map-Max."""
+    return _npy(a), _peak(a)
+
+
+def _peak(a: np.ndarray) -> str:
+    """The map's largest value for the X-Map-Max header (0 says: nothing to show)."""
+    return f"{float(a.max()) if a.size else 0.0:.6g}"
 
 
 def _prepare(run: Run, target: int | None) -> int:
@@ -56,9 +75,9 @@ def _saliency(run: Run, target: int) -> np.ndarray:
     return saliency.saliency_map(net, run.input, target)
 
 
-def _gradcam(run: Run, target: int, layer: int) -> np.ndarray:
+def _gradcam(run: Run, target: int, layer: int, method: str) -> np.ndarray:
     net = saliency.trainable(run.network)
-    cam = saliency.grad_cam(net, run.input, target, layer)
+    cam = saliency.grad_cam(net, run.input, target, layer, method)
     h, w, _ = run.input.shape
     return saliency.upsample(cam, h, w)
 
@@ -73,19 +92,20 @@ async def _png_reply(
     settings: SettingsDep,
     headers: dict[str, str],
 ) -> Response:
-    data = cache.get(key)
-    if data is None:
+    data, peak = cache.get(key), cache.get((*key, "peak"))
+    if data is None or peak is None:
 
-        def draw() -> bytes:
+        def draw() -> tuple[bytes, bytes]:
             a = heat()
-            return saliency.overlay_png(run.input, a) if overlay else saliency.heat_png(a)
+            png = saliency.overlay_png(run.input, a) if overlay else saliency.heat_png(a)
+            return png, _peak(a).encode()
 
-        data = await gate.run(draw)
+        data, peak = await gate.run(draw)
         cache.put(key, data)
+        cache.put((*key, "peak"), peak)
     cache_control = f"private, max-age={int(settings.run_ttl_seconds)}, immutable"
-    return Response(
-        data, media_type="image/png", headers={"Cache-Control": cache_control, **headers}
-    )
+    headers = {"Cache-Control": cache_control, "X-Map-Max": peak.decode(), **headers}
+    return Response(data, media_type="image/png", headers=headers)
 
 
 @saliency_router.get("/runs/{run_id}/saliency.png", response_class=Response, responses=_PNG)
@@ -115,12 +135,12 @@ async def saliency_npy(
     """The saliency map as float32 [h, w] (.npy)."""
     run = store.get(run_id)
     t = _prepare(run, target)
-    data = await gate.run(lambda: _npy(_saliency(run, t)))
+    data, peak = await gate.run(lambda: _encoded(_saliency(run, t)))
     disposition = f'attachment; filename="{run_id}-saliency-{t}.npy"'
     return Response(
         data,
         media_type="application/octet-stream",
-        headers={"Content-Disposition": disposition, "X-Target": str(t)},
+        headers={"Content-Disposition": disposition, "X-Target": str(t), "X-Map-Max": peak},
     )
 
 
@@ -134,16 +154,17 @@ async def gradcam_png(
     target: TargetQuery = None,
     layer: LayerQuery = None,
     overlay: OverlayQuery = False,
+    method: MethodQuery = "gradcam",
 ) -> Response:
     """Grad-CAM: the layer's maps weighed by the mean gradient of the class score, summed,
     rectified and resized to the input (409 unless the network ends in dense+softmax)."""
     run = store.get(run_id)
     t = _prepare(run, target)
     i = saliency.check_cam_layer(run.network, layer)
-    key = (run_id, "gradcam", t, i, overlay)
+    key = (run_id, method, t, i, overlay)
     headers = {"X-Target": str(t), "X-Layer": str(i)}
     return await _png_reply(
-        key, lambda: _gradcam(run, t, i), run, overlay, cache, gate, settings, headers
+        key, lambda: _gradcam(run, t, i, method), run, overlay, cache, gate, settings, headers
     )
 
 
@@ -154,15 +175,17 @@ async def gradcam_npy(
     gate: GateDep,
     target: TargetQuery = None,
     layer: LayerQuery = None,
+    method: MethodQuery = "gradcam",
 ) -> Response:
     """The Grad-CAM map as float32 [h, w] at the input's size (.npy)."""
     run = store.get(run_id)
     t = _prepare(run, target)
     i = saliency.check_cam_layer(run.network, layer)
-    data = await gate.run(lambda: _npy(_gradcam(run, t, i)))
+    data, peak = await gate.run(lambda: _encoded(_gradcam(run, t, i, method)))
     disposition = f'attachment; filename="{run_id}-gradcam-{t}-layer{i}.npy"'
+    headers = {"X-Target": str(t), "X-Layer": str(i), "X-Map-Max": peak}
     return Response(
         data,
         media_type="application/octet-stream",
-        headers={"Content-Disposition": disposition, "X-Target": str(t), "X-Layer": str(i)},
+        headers={"Content-Disposition": disposition, **headers},
     )

@@ -5,12 +5,19 @@ import { $, el, field, select } from "./dom.js";
 import { ApiError, detailMessage } from "./api.js";
 import { on, state } from "./state.js";
 
-const WORDS = {
-  saliency:
-    "Saliency: how strongly the class score (before softmax) changes with each pixel, |gradient|; brighter and more coloured = more.",
-  gradcam:
-    "Grad-CAM: the last conv layer's maps weighed by how much they raise the class score, resized to the input; coloured = where the evidence is.",
-};
+/** What the map shows, in words; layer is the Grad-CAM layer the server used. */
+function words(mode, label, layer) {
+  if (mode === "saliency") {
+    return `Saliency for “${label}”: how strongly its score (before softmax) changes with each pixel (the gradient's size); the more colour, the more it matters.`;
+  }
+  const maps = `the maps of layer ${layer} (the last conv layer, after its ReLU)`;
+  if (mode === "hirescam") {
+    return `HiResCAM for “${label}”: ${maps}, each position times its own gradient, resized to the input; colour marks where the score comes from.`;
+  }
+  return `Grad-CAM for “${label}”: ${maps} weighed by their average gradient, resized to the input; colour marks the evidence.`;
+}
+
+const NAMES = { saliency: "Saliency", gradcam: "Grad-CAM", hirescam: "HiResCAM" };
 
 let objectUrl = null;
 let token = 0;
@@ -31,7 +38,11 @@ async function fetchPng(url) {
     }
     throw new ApiError(response.status, detailMessage(body?.detail) || response.statusText);
   }
-  return { blob: await response.blob(), layer: response.headers.get("X-Layer") };
+  return {
+    blob: await response.blob(),
+    layer: response.headers.get("X-Layer"),
+    peak: Number(response.headers.get("X-Map-Max")),
+  };
 }
 
 async function showMap(run, card) {
@@ -49,19 +60,26 @@ async function showMap(run, card) {
     return;
   }
   note.textContent = "Computing…";
-  const url = `/api/v1/runs/${encodeURIComponent(run.run_id)}/${mode}.png?overlay=1&target=${target}`;
+  const path = mode === "saliency" ? "saliency.png?" : `gradcam.png?method=${mode}&`;
+  const url = `/api/v1/runs/${encodeURIComponent(run.run_id)}/${path}overlay=1&target=${target}`;
   try {
-    const { blob, layer } = await fetchPng(url);
+    const { blob, layer, peak } = await fetchPng(url);
     if (mine !== token || state.run !== run) return;
     if (objectUrl) URL.revokeObjectURL(objectUrl);
     objectUrl = URL.createObjectURL(blob);
     image.src = objectUrl;
     const label = run.labels[Number(target)] ?? `class ${target}`;
-    image.alt = `${mode === "gradcam" ? "Grad-CAM" : "Saliency"} of “${label}” over the input image`;
+    image.alt = `${NAMES[mode]} of “${label}” over the input image`;
     image.hidden = false;
     canvas.hidden = true;
-    const where = mode === "gradcam" && layer !== null ? ` (layer ${layer})` : "";
-    note.textContent = `${WORDS[mode]}${where}`;
+    note.textContent =
+      peak === 0
+        ? `${NAMES[mode]} is zero everywhere for “${label}”${
+            mode === "gradcam"
+              ? `: the averaged gradients of layer ${layer} weigh its maps down to nothing. HiResCAM does not average; try it.`
+              : ": nothing here raises its score."
+          }`
+        : words(mode, label, layer);
     card.dataset.explain = `${mode}/${target}`;
   } catch (error) {
     if (mine !== token) return;
@@ -84,6 +102,7 @@ function addControls() {
       ["", "Image"],
       ["saliency", "Saliency"],
       ["gradcam", "Grad-CAM"],
+      ["hirescam", "HiResCAM"],
     ],
     "",
     { id: "explain-mode" },
@@ -98,8 +117,8 @@ function addControls() {
     el(
       "div",
       { class: "explain-controls", role: "group", "aria-label": "Explain the prediction" },
-      field("Show on the input", mode),
-      field("For the class", target),
+      field("Show", mode),
+      field("Class", target),
     ),
     el("p", { id: "explain-note", class: "explain-note", "aria-live": "polite" }),
   );

@@ -200,6 +200,9 @@ function statusWords(s) {
   if (s.status === "running") {
     return `Training on ${images}, ${scored}: step ${int(s.step)} of ${int(s.total_steps)}.`;
   }
+  if (s.status === "done") {
+    return `Finished ${s.epochs} epochs (${int(s.total_steps)} steps) on ${images}, ${scored}.`;
+  }
   return s.message || s.status;
 }
 
@@ -286,7 +289,8 @@ function useModel(model) {
   const dataset = datasetOf(model);
   loadNetwork(model.network, { model, sample: dataset ? DATASETS[dataset].sample : null });
   $("#stage-activations").scrollIntoView({ behavior: "smooth", block: "start" });
-  runNetwork();
+  // With "Re-run on changes" on, the page runs the new stack by itself (as for the examples).
+  if (!state.run || !$("#auto-run").checked) runNetwork();
 }
 
 async function deleteModel(model) {
