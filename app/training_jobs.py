@@ -27,8 +27,14 @@ import numpy as np
 from app.admission import OverloadedError
 from app.cnn.spec import ConvSpec, DenseSpec, NetworkSpec
 from app.cnn.trainer import EpochReport, TrainConfig, TrainError, evaluate, train
-from app.datasets import DIGIT_LABELS, SHAPE_LABELS, Dataset, load_dataset
-from app.errors import IssueDict, NotFoundError, issue
+from app.datasets import (
+    DIGIT_LABELS,
+    SHAPE_LABELS,
+    Dataset,
+    DatasetUnavailableError,
+    load_dataset,
+)
+from app.errors import AppError, IssueDict, NotFoundError, issue
 from app.saved_models import ModelCatalog
 from app.schemas import DenseLayer, NetworkSpecModel
 from app.settings import Settings
@@ -52,6 +58,12 @@ class TooManyJobsError(OverloadedError):
 
 class JobNotFoundError(NotFoundError):
     pass
+
+
+class DatasetMissingError(AppError):
+    """The data set's files are not installed on the server (503)."""
+
+    status_code = 503
 
 
 def fit_issues(spec: NetworkSpecModel, dataset: str) -> list[IssueDict]:
@@ -253,10 +265,16 @@ class TrainingJobs:
     def start(self, request: TrainRequest) -> TrainingJob:
         """Check the limits and the name, then train on a new thread; the job, status queued.
 
-        Raises TooManyJobsError (429), ModelNameTakenError (409), SavedModelsFullError (409).
+        Raises TooManyJobsError (429), ModelNameTakenError (409), SavedModelsFullError (409),
+        DatasetMissingError (503).
         """
         settings = self.settings
-        data = cached_dataset(request.dataset)
+        try:
+            data = cached_dataset(request.dataset)
+        except DatasetUnavailableError as e:
+            raise DatasetMissingError(
+                f"The {request.dataset} data set is not installed: {e}"
+            ) from e
         cap = settings.train_max_examples or len(data.x_train)
         if request.max_examples is not None:
             cap = min(cap, request.max_examples)

