@@ -17,6 +17,7 @@ import functools
 import json
 import logging
 import math
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -218,7 +219,6 @@ class TrainingJobs:
         self.catalog = catalog
         self._lock = threading.Lock()
         self._jobs: OrderedDict[str, TrainingJob] = OrderedDict()
-        self._counter = 0
 
     # -- reading -----------------------------------------------------------------------------
     def get(self, job_id: str) -> TrainingJob:
@@ -300,8 +300,7 @@ class TrainingJobs:
             else:
                 name = self.catalog.saved.free_name(f"my-{request.dataset}", pending)
             self.catalog.saved.check_room(pending=len(pending))
-            self._counter += 1
-            job_id = f"{self._counter:x}-{time.time_ns() & 0xFFFFFFFF:08x}"
+            job_id = secrets.token_hex(8)
             job = TrainingJob(
                 job_id=job_id,
                 request=request,
