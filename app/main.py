@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
@@ -117,10 +119,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """A CNN Explorer app with its own settings, run store, render cache and model registry."""
     settings = settings or get_settings()
     max_body = settings.max_upload_bytes + settings.max_network_bytes + _MULTIPART_SLACK
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        # Stop training threads at their next batch rather than leaving them to die mid-write,
+        # and release the run store's connections.
+        app.state.training_jobs.shutdown(wait_seconds=10)
+        app.state.run_store.close()
+
     app = FastAPI(
         title="CNN Explorer",
         version=package_version(),
         description=DESCRIPTION,
+        lifespan=lifespan,
         form_limits={"max_part_size": settings.max_network_bytes, "max_files": 1},
     )
     app.dependency_overrides[get_settings] = lambda: settings

