@@ -11,20 +11,9 @@ import tempfile
 import time
 from collections.abc import Iterator
 
+from tests.live_server import free_port
+
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-
-
-def free_port(start: int = 0) -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on: the first free one from start, or any
-    free one (start 0)."""
-    for port in range(start, start + 200) if start else [0]:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return s.getsockname()[1]
-    raise RuntimeError(f"no free port in {start}..{start + 199}")
 
 
 def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 10) -> None:
