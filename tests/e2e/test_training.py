@@ -9,10 +9,7 @@ nothing is written outside a temporary directory and each job takes seconds.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,9 +17,10 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.e2e.conftest import PHONE, ROOT, BrowserLog, Explorer, _free_port, new_page
+from tests.e2e.conftest import PHONE, BrowserLog, Explorer, new_page
 from tests.e2e.test_accessibility import LOW_CONTRAST, UNNAMED_CONTROLS
 from tests.e2e.test_screenshots import assert_fits
+from tests.live_server import free_port, running_server, server_env
 
 pytestmark = pytest.mark.e2e
 TRAIN_EXAMPLES = 400
@@ -31,46 +29,15 @@ TRAIN_EXAMPLES = 400
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A server of our own: data_dir in a temporary directory, train_max_examples small."""
-    port = _free_port()
+    port = free_port()
     folder = tmp_path_factory.mktemp("train-server")
-    env = {
-        **os.environ,
-        "CNN_EXPLORER_DATA_DIR": str(folder / "data"),
-        "CNN_EXPLORER_TRAIN_MAX_EXAMPLES": str(TRAIN_EXAMPLES),
-        "CNN_EXPLORER_TRAIN_THREADS": "1",
-    }
-    log_path = folder / "uvicorn.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"]
-            + ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"The server exited with {proc.returncode}:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"{url}/api/v1/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"The server did not answer /api/v1/health:\n{log_path.read_text()}")
-            time.sleep(0.2)
+    command = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    env = server_env(
+        port, data_dir=folder / "data", train_max_examples=TRAIN_EXAMPLES, train_threads=1
+    )
+    with running_server(command, env, folder / "uvicorn.log") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
