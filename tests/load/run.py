@@ -34,11 +34,8 @@ import argparse
 import asyncio
 import io
 import json
-import os
 import random
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,9 +48,10 @@ import numpy as np
 from PIL import Image
 
 from app.settings import Settings
+from tests.live_server import server_env, server_process
 
 MB = 2**20
-REPO = Path(__file__).resolve().parents[2]
+SERVE = [sys.executable, "-c", "from app.main import serve; serve()"]  # what `cnn-explorer` runs
 
 NETWORKS = {
     "worked example": {
@@ -116,49 +114,6 @@ def proc_status(pid: int) -> dict[str, int]:
         if name in ("VmRSS", "VmHWM"):
             out[name] = int(value.split()[0]) * 1024
     return out
-
-
-def start_server(port: int, log_path: Path, data_dir: Path) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "CNN_EXPLORER_HOST": "127.0.0.1",
-        "CNN_EXPLORER_PORT": str(port),
-        "CNN_EXPLORER_LOG_LEVEL": "warning",
-        "CNN_EXPLORER_DATA_DIR": str(data_dir),
-    }
-    log = log_path.open("wb")
-    return subprocess.Popen(
-        [sys.executable, "-c", "from app.main import serve; serve()"],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def wait_healthy(base: str, server: subprocess.Popen, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the server exited with status {server.returncode}")
-        try:
-            if httpx.get(f"{base}/api/v1/health", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"the server did not answer /api/v1/health within {timeout:.0f} s")
-
-
-def stop_server(server: subprocess.Popen) -> None:
-    if server.poll() is None:
-        server.send_signal(signal.SIGINT)  # uvicorn's graceful shutdown
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=5)
 
 
 def raw_status(port: int, path: str) -> int:
@@ -313,6 +268,46 @@ def report(results: Results, wall: float, rss: dict[str, int], bound: int, clien
     return server_errors == 0 and not results.failures and rss["peak"] <= bound
 
 
+def measure(base: str, args: argparse.Namespace, settings: Settings, server_pid: int) -> bool:
+    """Security checks, then the clients against the running server, then the report; True when
+    nothing failed."""
+    problems = security_checks(base, args.port)
+    print("security checks on the real server: " + ("ok" if not problems else "FAILED"))
+    for problem in problems:
+        print(f"  {problem}")
+    rss = {"before": proc_status(server_pid)["VmRSS"]}
+    samples: list[int] = []
+
+    health: list[float] = []
+
+    async def tick(deadline: float) -> None:
+        """Every 0.5 s: the server's RSS, and how long /api/v1/health takes."""
+        shown = None
+        async with httpx.AsyncClient(base_url=base, timeout=10) as probe:
+            while True:
+                await asyncio.sleep(0.5)
+                samples.append(proc_status(server_pid)["VmRSS"])
+                started = time.perf_counter()
+                if (await probe.get("/api/v1/health")).status_code == 200:
+                    health.append(time.perf_counter() - started)
+                left = round(deadline - time.monotonic())
+                if left % 10 == 0 and left > 0 and left != shown:
+                    shown = left
+                    print(f"  ... {left} s left, server RSS {samples[-1] / MB:.0f} MiB")
+
+    results, wall = asyncio.run(
+        run_clients(base, args.clients, args.seconds, args.max_requests, tick)
+    )
+    status = proc_status(server_pid)
+    rss.update(after=status["VmRSS"], peak=max(status["VmHWM"], *samples, 0))
+    ok = report(results, wall, rss, rss_bound(settings, rss["before"]), args.clients)
+    if health:
+        ms = sorted(h * 1000 for h in health)
+        print(f"/api/v1/health during the load: {len(ms)} probes, median "
+              f"{percentile(ms, 0.5):.1f} ms, max {ms[-1]:.1f} ms")  # fmt: skip
+    return ok and not problems
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0, help="how long to send (30)")
@@ -328,47 +323,12 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="cnn-load-") as tmp:
         log_path = Path(tmp) / "server.log"
-        server = start_server(args.port, log_path, Path(tmp) / "data")
+        env = server_env(args.port, inherit_settings=True, data_dir=Path(tmp) / "data")
         ok = False
         try:
-            wait_healthy(base, server)
-            problems = security_checks(base, args.port)
-            print("security checks on the real server: " + ("ok" if not problems else "FAILED"))
-            for problem in problems:
-                print(f"  {problem}")
-            rss = {"before": proc_status(server.pid)["VmRSS"]}
-            samples: list[int] = []
-
-            health: list[float] = []
-
-            async def tick(deadline: float) -> None:
-                """Every 0.5 s: the server's RSS, and how long /api/v1/health takes."""
-                shown = None
-                async with httpx.AsyncClient(base_url=base, timeout=10) as probe:
-                    while True:
-                        await asyncio.sleep(0.5)
-                        samples.append(proc_status(server.pid)["VmRSS"])
-                        started = time.perf_counter()
-                        if (await probe.get("/api/v1/health")).status_code == 200:
-                            health.append(time.perf_counter() - started)
-                        left = round(deadline - time.monotonic())
-                        if left % 10 == 0 and left > 0 and left != shown:
-                            shown = left
-                            print(f"  ... {left} s left, server RSS {samples[-1] / MB:.0f} MiB")
-
-            results, wall = asyncio.run(
-                run_clients(base, args.clients, args.seconds, args.max_requests, tick)
-            )
-            status = proc_status(server.pid)
-            rss.update(after=status["VmRSS"], peak=max(status["VmHWM"], *samples, 0))
-            ok = report(results, wall, rss, rss_bound(settings, rss["before"]), args.clients)
-            if health:
-                ms = sorted(h * 1000 for h in health)
-                print(f"/api/v1/health during the load: {len(ms)} probes, median "
-                      f"{percentile(ms, 0.5):.1f} ms, max {ms[-1]:.1f} ms")  # fmt: skip
-            ok = ok and not problems
+            with server_process(SERVE, env, log_path, start_seconds=30, stop_seconds=15) as server:
+                ok = measure(base, args, settings, server.pid)
         finally:
-            stop_server(server)
             if not ok:
                 tail = log_path.read_text(errors="replace")[-3000:] if log_path.exists() else ""
                 print(f"server log (tail):\n{tail}")
