@@ -19,6 +19,13 @@ from app.main import create_app
 from app.settings import Settings
 from tests.redis_server import REDIS_SERVER, redis_server
 
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the browser tests last: Playwright's sync API holds an asyncio loop open in the main
+    thread while a browser is up, and anyio's test runner refuses to start under it."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
+
+
 WORKED_EXAMPLE = {
     "input": {"height": 32, "width": 32, "channels": 3},
     "seed": 0,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -21,8 +22,22 @@ BIN = Path(sys.executable).parent
 REQUESTS = 40
 
 
+def wait_for_both_workers(base: str, seconds: float = 60) -> None:
+    """Health answers once the first worker is up; the second may still be importing (slowly,
+    on a loaded machine). Wait until two PIDs have answered, so the test measures sharing, not
+    start-up."""
+    pids: set[str] = set()
+    deadline = time.monotonic() + seconds
+    with httpx.Client(base_url=base, timeout=10, headers={"Connection": "close"}) as client:
+        while len(pids) < 2 and time.monotonic() < deadline:
+            pids.add(client.get("/api/v1/health").headers["x-worker-pid"])
+            time.sleep(0.05)
+    assert len(pids) >= 2, f"only worker {pids} answered /api/v1/health in {seconds} s"
+
+
 def forward_then_fetch_the_maps(base: str) -> tuple[dict, list[httpx.Response]]:
     """POST /forward, then REQUESTS GETs of the run's URLs, each on a new connection."""
+    wait_for_both_workers(base)
     png = encode(random_pixels(32, 32, 3, seed=4))
     with httpx.Client(base_url=base, timeout=30) as client:
         r = client.post(
