@@ -151,3 +151,11 @@ def test_the_curl_commands_answer_as_described(server_url: str, tmp_path: Path) 
     assert model_run["input_shape"] == [28, 28, 1]
     top = model_run["output"]["top"][0]
     assert top["label"] in [str(digit) for digit in range(10)], top  # the digits model's labels
+
+
+def test_every_setting_is_documented_with_its_environment_variable() -> None:
+    from app.settings import Settings
+
+    text = README.read_text()
+    missing = [n for n in Settings.model_fields if f"`CNN_EXPLORER_{n.upper()}`" not in text]
+    assert not missing, f"README.md's settings table lacks {missing}"
