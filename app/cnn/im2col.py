@@ -6,13 +6,15 @@ Output sizes use floor((N - F + 2P) / S) + 1; shapes.py refuses layers where tha
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-# Each chunk of output rows gets a column buffer of at most this many bytes (one row at least), so
-# the columns are written and read back while still in the core's cache (2 MiB of L2 here), and
-# the buffer stays small enough that the allocator reuses it instead of faulting in fresh pages.
-COLUMN_BUDGET_BYTES = 2**20
+# Each chunk of output rows gets a column buffer of at most this many bytes (one row at least):
+# big enough that each BLAS call is worth waking its threads for (a 3x512x512 7x7 stride-2 conv
+# is 10 calls, not 43 as with 1 MiB), small enough that the columns are read back from cache.
+COLUMN_BUDGET_BYTES = 4 * 2**20
 
 # Kernel rows shorter than this many values (F*C, e.g. 3x3 or 7x7 over RGB) take the
 # channels-first route when the output is big enough to repay the transposed copy of the input:
@@ -38,6 +40,27 @@ def _pad(x: np.ndarray, padding: int, fill: float) -> np.ndarray:
 
 def _rows_per_chunk(ho: int, row_bytes: int) -> int:
     return max(1, min(ho, COLUMN_BUDGET_BYTES // row_bytes))
+
+
+_scratch = threading.local()
+
+
+def _column_buffer(shape: tuple[int, ...]) -> np.ndarray:
+    """An uninitialised float32 array for im2col columns, reused by later calls in this thread.
+
+    Reuse matters more than it looks: a fresh multi-megabyte buffer may be page-faulted in anew on
+    every call (glibc hands freed blocks of that size back to the kernel depending on what else was
+    allocated), which cost more than the whole convolution here. Buffers over twice the budget
+    (one huge output row) are not kept.
+    """
+    count = int(np.prod(shape))
+    if count * 4 > 2 * COLUMN_BUDGET_BYTES:
+        return np.empty(shape, dtype=np.float32)
+    kept = getattr(_scratch, "columns", None)
+    if kept is None or kept.size < count:
+        kept = np.empty(count, dtype=np.float32)
+        _scratch.columns = kept
+    return kept[:count].reshape(shape)
 
 
 def _conv_channels_last(
@@ -68,7 +91,7 @@ def _conv_channels_last(
     w_aug[:-1] = w.reshape(k, depth - 1).T
     w_aug[-1] = b
     rows = _rows_per_chunk(ho, wo * depth * 4)
-    cols = np.empty((rows, wo, depth), dtype=np.float32)  # reused by every chunk
+    cols = _column_buffer((rows, wo, depth))  # reused by every chunk
     cols[:, :, -1] = 1.0
     for top in range(0, ho, rows):
         n = min(rows, ho - top)
@@ -145,7 +168,7 @@ def _conv_channels_first(
     w_aug = np.concatenate([*w_blocks, b.reshape(1, k)])  # (F*F*C + 1, K)
     depth = w_aug.shape[0]
     rows = _rows_per_chunk(ho, wo * depth * 4)
-    cols = np.empty((depth, rows * wo), dtype=np.float32)  # reused by every chunk
+    cols = _column_buffer((depth, rows * wo))  # reused by every chunk
     cols[-1] = 1.0
     for top in range(0, ho, rows):
         n = min(rows, ho - top)
