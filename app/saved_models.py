@@ -15,7 +15,6 @@ worker process, or before a restart, appear without any further step.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -33,7 +32,7 @@ from app.cnn.spec import NetworkSpec
 from app.errors import AppError, ModelNotFoundError
 from app.models import ModelFileError, ModelRegistry, PresetModel, load_model
 from app.schemas import PresetModelInfo
-from app.train_models import spec_to_dict, weight_arrays
+from app.train_models import model_json, weight_arrays
 
 log = logging.getLogger("cnn_explorer")
 
@@ -200,17 +199,16 @@ class SavedModels:
         self.directory.mkdir(parents=True, exist_ok=True)
         with self._lock:
             name = self.free_name(name)
-            record = {
-                "name": name,
-                "description": description,
-                "network": spec_to_dict(spec),
-                "labels": labels,
-                "accuracy": None if accuracy is None else round(float(accuracy), 4),
-                "test_split": test_split,
-                "dataset": dataset,
-                "command": command,
-            }
-            text = (json.dumps(record, indent=2) + "\n").encode("utf-8")
+            text = model_json(
+                name,
+                spec,
+                description=description,
+                labels=labels,
+                accuracy=accuracy,
+                test_split=test_split,
+                dataset=dataset,
+                command=command,
+            ).encode("utf-8")
             json_path = self.directory / f"{name}.json"
             _write_atomically(
                 json_path.with_suffix(".npz"), lambda f: np.savez_compressed(f, **arrays)

@@ -167,6 +167,31 @@ def weight_arrays(spec: NetworkSpec) -> dict[str, np.ndarray]:
     return arrays
 
 
+def model_json(
+    name: str,
+    spec: NetworkSpec,
+    *,
+    description: str,
+    labels: list[str] | None,
+    accuracy: float | None,
+    test_split: str | None,
+    dataset: str | None,
+    command: str | None,
+) -> str:
+    """The text of a model's `<name>.json` (architecture and facts; the arrays go in the .npz)."""
+    record = {
+        "name": name,
+        "description": description,
+        "network": spec_to_dict(spec),
+        "labels": labels,
+        "accuracy": None if accuracy is None else round(float(accuracy), 4),
+        "test_split": test_split,
+        "dataset": dataset,
+        "command": command,
+    }
+    return json.dumps(record, indent=2) + "\n"
+
+
 def save_model(
     directory: Path,
     name: str,
@@ -181,18 +206,18 @@ def save_model(
 ) -> tuple[Path, Path]:
     """Write `<name>.json` and `<name>.npz` for a trained spec; returns both paths."""
     directory.mkdir(parents=True, exist_ok=True)
-    record = {
-        "name": name,
-        "description": description,
-        "network": spec_to_dict(spec),
-        "labels": labels,
-        "accuracy": None if accuracy is None else round(float(accuracy), 4),
-        "test_split": test_split,
-        "dataset": dataset,
-        "command": command,
-    }
+    text = model_json(
+        name,
+        spec,
+        description=description,
+        labels=labels,
+        accuracy=accuracy,
+        test_split=test_split,
+        dataset=dataset,
+        command=command,
+    )
     json_path, npz_path = directory / f"{name}.json", directory / f"{name}.npz"
-    json_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    json_path.write_text(text, encoding="utf-8")
     np.savez_compressed(npz_path, **weight_arrays(spec))
     return json_path, npz_path
 
