@@ -108,6 +108,19 @@ async def _png_reply(
     return Response(data, media_type="image/png", headers=headers)
 
 
+async def _npy_reply(
+    heat: Callable[[], np.ndarray], gate: GateDep, filename: str, headers: dict[str, str]
+) -> Response:
+    """The map heat() computes ([h, w] float32) as a .npy download, its peak in X-Map-Max."""
+    data, peak = await gate.run(lambda: _encoded(heat()))
+    disposition = f'attachment; filename="{filename}"'
+    return Response(
+        data,
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": disposition, **headers, "X-Map-Max": peak},
+    )
+
+
 @saliency_router.get("/runs/{run_id}/saliency.png", response_class=Response, responses=_PNG)
 async def saliency_png(
     run_id: str,
@@ -135,12 +148,8 @@ async def saliency_npy(
     """The saliency map as float32 [h, w] (.npy)."""
     run = store.get(run_id)
     t = _prepare(run, target)
-    data, peak = await gate.run(lambda: _encoded(_saliency(run, t)))
-    disposition = f'attachment; filename="{run_id}-saliency-{t}.npy"'
-    return Response(
-        data,
-        media_type="application/octet-stream",
-        headers={"Content-Disposition": disposition, "X-Target": str(t), "X-Map-Max": peak},
+    return await _npy_reply(
+        lambda: _saliency(run, t), gate, f"{run_id}-saliency-{t}.npy", {"X-Target": str(t)}
     )
 
 
@@ -181,11 +190,6 @@ async def gradcam_npy(
     run = store.get(run_id)
     t = _prepare(run, target)
     i = saliency.check_cam_layer(run.network, layer)
-    data, peak = await gate.run(lambda: _encoded(_gradcam(run, t, i, method)))
-    disposition = f'attachment; filename="{run_id}-gradcam-{t}-layer{i}.npy"'
-    headers = {"X-Target": str(t), "X-Layer": str(i), "X-Map-Max": peak}
-    return Response(
-        data,
-        media_type="application/octet-stream",
-        headers={"Content-Disposition": disposition, **headers},
-    )
+    filename = f"{run_id}-gradcam-{t}-layer{i}.npy"
+    headers = {"X-Target": str(t), "X-Layer": str(i)}
+    return await _npy_reply(lambda: _gradcam(run, t, i, method), gate, filename, headers)
