@@ -35,10 +35,14 @@ export function detailMessage(detail) {
   return String(detail);
 }
 
-async function request(path, options = {}) {
+/**
+ * fetch(url, options), or an ApiError carrying the server's words (its JSON "detail") when the
+ * server cannot be reached or answers with an error status. Aborts are thrown as they are.
+ */
+export async function fetchOk(url, options = {}) {
   let response;
   try {
-    response = await fetch(BASE + path, options);
+    response = await fetch(url, options);
   } catch (error) {
     if (error.name === "AbortError") throw error;
     throw new ApiError(0, `Could not reach the server (${error.message}).`);
@@ -54,6 +58,10 @@ async function request(path, options = {}) {
     throw new ApiError(response.status, message, body?.detail ?? null);
   }
   return response;
+}
+
+async function request(path, options = {}) {
+  return fetchOk(BASE + path, options);
 }
 
 async function json(path, options) {
@@ -91,22 +99,20 @@ export const api = {
   },
 
   /** Fetch a URL the API handed out (grid_url, array_url, ...) as an ArrayBuffer. */
-  bytes: async (url) => {
-    let response;
-    try {
-      response = await fetch(url);
-    } catch (error) {
-      throw new ApiError(0, `Could not reach the server (${error.message}).`);
-    }
-    if (!response.ok) {
-      let body = null;
-      try {
-        body = await response.json();
-      } catch {
-        body = null;
-      }
-      throw new ApiError(response.status, detailMessage(body?.detail) || response.statusText);
-    }
-    return response.arrayBuffer();
+  bytes: async (url) => (await fetchOk(url)).arrayBuffer(),
+
+  /**
+   * GET .../saliency.png (mode "saliency") or .../gradcam.png?method=mode over the input image:
+   * {blob, layer (the X-Layer header), peak (X-Map-Max)}.
+   */
+  explainMap: async (runId, mode, target) => {
+    const path = mode === "saliency" ? "saliency.png?" : `gradcam.png?method=${mode}&`;
+    const run = encodeURIComponent(runId);
+    const response = await request(`/runs/${run}/${path}overlay=1&target=${target}`);
+    return {
+      blob: await response.blob(),
+      layer: response.headers.get("X-Layer"),
+      peak: Number(response.headers.get("X-Map-Max")),
+    };
   },
 };

@@ -2,7 +2,7 @@
 // score depends on — the gradient saliency map or Grad-CAM — laid over the input image.
 
 import { $, el, field, select } from "./dom.js";
-import { ApiError, detailMessage } from "./api.js";
+import { api } from "./api.js";
 import { on, state } from "./state.js";
 
 /** What the map shows, in words; layer is the Grad-CAM layer the server used. */
@@ -22,29 +22,6 @@ const NAMES = { saliency: "Saliency", gradcam: "Grad-CAM", hirescam: "HiResCAM" 
 let objectUrl = null;
 let token = 0;
 
-async function fetchPng(url) {
-  let response;
-  try {
-    response = await fetch(url);
-  } catch (error) {
-    throw new ApiError(0, `Could not reach the server (${error.message}).`);
-  }
-  if (!response.ok) {
-    let body = null;
-    try {
-      body = await response.json();
-    } catch {
-      body = null;
-    }
-    throw new ApiError(response.status, detailMessage(body?.detail) || response.statusText);
-  }
-  return {
-    blob: await response.blob(),
-    layer: response.headers.get("X-Layer"),
-    peak: Number(response.headers.get("X-Map-Max")),
-  };
-}
-
 async function showMap(run, card) {
   const mode = $("#explain-mode", card).value;
   const target = $("#explain-target", card).value;
@@ -60,10 +37,8 @@ async function showMap(run, card) {
     return;
   }
   note.textContent = "Computing…";
-  const path = mode === "saliency" ? "saliency.png?" : `gradcam.png?method=${mode}&`;
-  const url = `/api/v1/runs/${encodeURIComponent(run.run_id)}/${path}overlay=1&target=${target}`;
   try {
-    const { blob, layer, peak } = await fetchPng(url);
+    const { blob, layer, peak } = await api.explainMap(run.run_id, mode, target);
     if (mine !== token || state.run !== run) return;
     if (objectUrl) URL.revokeObjectURL(objectUrl);
     objectUrl = URL.createObjectURL(blob);

@@ -3,7 +3,7 @@
 // list the models trained here with Load and Delete.
 
 import { $, el } from "./dom.js";
-import { ApiError, api, detailMessage } from "./api.js";
+import { api, fetchOk } from "./api.js";
 import { currentSpec, emit, on, state } from "./state.js";
 import { fmt, int } from "./format.js";
 import { loadNetwork } from "./presets.js";
@@ -26,25 +26,15 @@ let job = null; // the TrainStatus followed, or null
 let source = null; // the EventSource following it
 let pollTimer = null;
 
+/** The JSON body of a training API call (null for 204 No Content or a body that is not JSON). */
 async function call(path, options = {}) {
-  let response;
-  try {
-    response = await fetch(BASE + path, options);
-  } catch (error) {
-    throw new ApiError(0, `Could not reach the server (${error.message}).`);
-  }
+  const response = await fetchOk(BASE + path, options);
   if (response.status === 204) return null;
-  let body = null;
   try {
-    body = await response.json();
+    return await response.json();
   } catch {
-    body = null;
+    return null;
   }
-  if (!response.ok) {
-    const message = detailMessage(body?.detail) || `${response.status} ${response.statusText}`;
-    throw new ApiError(response.status, message, body?.detail ?? null);
-  }
-  return body;
 }
 
 const percent = (v) => (v === null || v === undefined ? "–" : `${(100 * v).toFixed(1)}%`);
