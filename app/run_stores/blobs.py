@@ -39,7 +39,7 @@ from app.cnn import (
     ReluSpec,
     build_network,
 )
-from app.runs import Run
+from app.runs import RUN_ID, Run, run_too_large
 
 RUN_MAGIC = b"CNNXRUN1"
 NETWORK_MAGIC = b"CNNXNET1"
@@ -306,3 +306,20 @@ def decode_run(buffer: Buffer, network_for: Callable[[str], Network]) -> Run:
     if len(outputs) != len(network.layers):
         raise BlobError(f"{len(outputs)} outputs for {len(network.layers)} layers")
     return Run(meta["run_id"], network, arrays["input"], outputs, meta["labels"], meta["model"])
+
+
+def encode_for_store(
+    keys: NetworkKeys, run: Run, created: float, max_bytes: int
+) -> tuple[str, Blob, Blob]:
+    """(network key, network blob, run blob) for a shared store to keep.
+
+    ValueError for a run id that is not RUN_ID (it names a file or key); RunTooLargeError (413)
+    when the two blobs together exceed the store's max_bytes.
+    """
+    if not RUN_ID.match(run.run_id):
+        raise ValueError(f"run id {run.run_id!r} is not {RUN_ID.pattern}")
+    key, network_blob = keys.encode(run.network)
+    run_blob = encode_run(run, key, created=created)
+    if run_blob.nbytes + network_blob.nbytes > max_bytes:
+        raise run_too_large(run_blob.nbytes + network_blob.nbytes, max_bytes)
+    return key, network_blob, run_blob

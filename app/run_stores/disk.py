@@ -38,9 +38,9 @@ from app.run_stores.blobs import (
     RecentRuns,
     decode_network,
     decode_run,
-    encode_run,
+    encode_for_store,
 )
-from app.runs import RUN_ID, Clock, Run, run_not_found, run_too_large
+from app.runs import RUN_ID, Clock, Run, run_not_found
 
 log = logging.getLogger("cnn_explorer")
 
@@ -79,13 +79,8 @@ class DiskRunStore:
 
     # -- the RunStore interface ----------------------------------------------------------------
     def put(self, run: Run) -> None:
-        if not RUN_ID.match(run.run_id):
-            raise ValueError(f"run id {run.run_id!r} is not {RUN_ID.pattern}")
-        key, network_blob = self._keys.encode(run.network)
         now = self._clock()
-        run_blob = encode_run(run, key, created=now)
-        if run_blob.nbytes + network_blob.nbytes > self.max_bytes:
-            raise run_too_large(run_blob.nbytes + network_blob.nbytes, self.max_bytes)
+        key, network_blob, run_blob = encode_for_store(self._keys, run, now, self.max_bytes)
         network_path = self._network_path(key)
         run_tmp = self._write_tmp(run_blob)
         network_tmp = None if network_path.exists() else self._write_tmp(network_blob)

@@ -41,9 +41,9 @@ from app.run_stores.blobs import (
     RecentRuns,
     decode_network,
     decode_run,
-    encode_run,
+    encode_for_store,
 )
-from app.runs import RUN_ID, Run, run_not_found, run_too_large
+from app.runs import RUN_ID, Run, run_not_found
 
 log = logging.getLogger("cnn_explorer")
 
@@ -197,13 +197,9 @@ class RedisRunStore:
 
     # -- the RunStore interface ----------------------------------------------------------------
     def put(self, run: Run) -> None:
-        if not RUN_ID.match(run.run_id):
-            raise ValueError(f"run id {run.run_id!r} is not {RUN_ID.pattern}")
-        key, network_blob = self._keys.encode(run.network)
+        key, network_blob, blob = encode_for_store(self._keys, run, time.time(), self.max_bytes)
+        run_blob = blob.to_bytes()
         with self._unavailable_as_503():
-            run_blob = encode_run(run, key, created=time.time()).to_bytes()
-            if len(run_blob) + network_blob.nbytes > self.max_bytes:
-                raise run_too_large(len(run_blob) + network_blob.nbytes, self.max_bytes)
             keys = [*self._index, self._run_key(run.run_id), self._network_key(key)]
             args = [self._ttl_ms, self.max_bytes, run_blob]
             if not self._put(keys, [*args, b""]):  # Redis lacks the network: send it too
