@@ -5,7 +5,6 @@
 import { el } from "./dom.js";
 import { fmt, paddingCells, plural } from "./format.js";
 import {
-  cellAt,
   cellCanvas,
   cellSize,
   cellText,
@@ -16,7 +15,17 @@ import {
   outline,
   valueColor,
 } from "./map-draw.js";
-import { channelName, figure, fillMatrix, matrix, receipt, setCaption } from "./step-parts.js";
+import {
+  cellWords,
+  channelName,
+  clickToJump,
+  figure,
+  fillMatrix,
+  mapCells,
+  matrix,
+  receipt,
+  setCaption,
+} from "./step-parts.js";
 
 /** Colour of output cells not computed yet (darker than a zero, which is near-white). */
 export const NOT_YET = [214, 219, 228];
@@ -41,14 +50,8 @@ export function drawOutputProgress(grid, source, c, upto, scale) {
 export const convView = {
   channels: (ctx) => ({ count: ctx.outShape[2], label: "Filter" }),
   inChannels: (ctx) => ctx.inShape[2],
-  positions: (ctx) => ctx.outShape[0] * ctx.outShape[1],
-  query: (ctx, pos) => ({
-    y: Math.floor(pos / ctx.outShape[1]),
-    x: pos % ctx.outShape[1],
-    c: ctx.channel,
-  }),
-  describe: (ctx, pos) =>
-    `output (y=${Math.floor(pos / ctx.outShape[1])}, x=${pos % ctx.outShape[1]}), filter ${ctx.channel}`,
+  ...mapCells,
+  describe: (ctx, pos) => `output ${cellWords(ctx, pos)}, filter ${ctx.channel}`,
 
   async mount(root, ctx) {
     const [input, output] = await Promise.all([ctx.inputSource, ctx.outputSource]);
@@ -65,12 +68,7 @@ export const convView = {
     const inScale = channelScale(input, k);
     const outScale = channelScale(output, ctx.channel);
     inGrid.canvas.setAttribute("role", "img");
-    outGrid.canvas.setAttribute("role", "img");
-    outGrid.canvas.setAttribute("aria-label", "Output map; click a cell to jump to it");
-    outGrid.canvas.addEventListener("click", (event) => {
-      const cell = cellAt(outGrid, event);
-      if (cell) ctx.jump(cell.y * Wo + cell.x);
-    });
+    clickToJump(outGrid, ctx, "Output map; click a cell to jump to it", (cell) => cell.y * Wo + cell.x);
 
     const inName = ctx.index === 0 ? (C === 3 ? "colour image" : "image") : `channel ${k}`;
     const inFig = figure(

@@ -4,7 +4,6 @@
 import { el } from "./dom.js";
 import { fmt } from "./format.js";
 import {
-  cellAt,
   cellCanvas,
   cellSize,
   channelScale,
@@ -14,7 +13,7 @@ import {
   outline,
   valueColor,
 } from "./map-draw.js";
-import { figure, receipt } from "./step-parts.js";
+import { clickToJump, figure, receipt } from "./step-parts.js";
 
 const MAX_MAPS = 32;
 
@@ -49,12 +48,7 @@ export const flattenView = {
     const layout = vectorLayout(n, W, C);
     const vCell = Math.max(3, Math.min(26, Math.floor(960 / layout.rowLength), Math.floor(420 / layout.rows)));
     const vector = cellCanvas(el("canvas", { class: "map map-click" }), layout.rows, layout.rowLength, vCell);
-    vector.canvas.setAttribute("role", "img");
-    vector.canvas.setAttribute("aria-label", "The flat vector; click a cell to jump to it");
-    vector.canvas.addEventListener("click", (event) => {
-      const cell = cellAt(vector, event);
-      if (cell) ctx.jump(Math.min(n - 1, cell.y * layout.rowLength + cell.x));
-    });
+    clickToJump(vector, ctx, "The flat vector; click a cell to jump to it", (cell) => Math.min(n - 1, cell.y * layout.rowLength + cell.x));
     let vScale = 0;
     for (let i = 0; i < n; i += 1) vScale = Math.max(vScale, Math.abs(output.get(0, i, 0)));
 

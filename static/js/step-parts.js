@@ -3,7 +3,7 @@
 
 import { el } from "./dom.js";
 import { fmt } from "./format.js";
-import { css, textOn, valueColor } from "./map-draw.js";
+import { cellAt, css, textOn, valueColor } from "./map-draw.js";
 
 /** An empty rows×cols matrix table with a caption; fill it with fillMatrix. */
 export function matrix(id, caption, rows, cols) {
@@ -75,6 +75,31 @@ export function receipt(id, rows) {
 export function figure(caption, node, extraClass = "") {
   const cap = el("figcaption", { text: caption });
   return { node: el("figure", { class: `map-fig ${extraClass}`.trim() }, cap, node), caption: cap };
+}
+
+/** A map view's steps: the output cells in raster order, on the chosen channel. */
+export const mapCells = {
+  positions: (ctx) => ctx.outShape[0] * ctx.outShape[1],
+  query: (ctx, pos) => ({
+    y: Math.floor(pos / ctx.outShape[1]),
+    x: pos % ctx.outShape[1],
+    c: ctx.channel,
+  }),
+};
+
+/** "(y=…, x=…)": where step pos of a map view is on the output map. */
+export function cellWords(ctx, pos) {
+  return `(y=${Math.floor(pos / ctx.outShape[1])}, x=${pos % ctx.outShape[1]})`;
+}
+
+/** Make a grid's canvas an image (named label) whose clicked cell jumps to step toPos(cell). */
+export function clickToJump(grid, ctx, label, toPos) {
+  grid.canvas.setAttribute("role", "img");
+  grid.canvas.setAttribute("aria-label", label);
+  grid.canvas.addEventListener("click", (event) => {
+    const cell = cellAt(grid, event);
+    if (cell) ctx.jump(toPos(cell));
+  });
 }
 
 /** "R", "G", "B" for the input image's channels, else the channel number. */

@@ -4,7 +4,6 @@
 import { el } from "./dom.js";
 import { fmt, plural } from "./format.js";
 import {
-  cellAt,
   cellCanvas,
   cellSize,
   channelScale,
@@ -15,7 +14,7 @@ import {
   valueColor,
 } from "./map-draw.js";
 import { drawOutputProgress, NOT_YET } from "./step-conv.js";
-import { figure, fillMatrix, matrix, receipt } from "./step-parts.js";
+import { cellWords, clickToJump, figure, fillMatrix, mapCells, matrix, receipt } from "./step-parts.js";
 
 const MAX_TABLE_CELLS = 144;
 
@@ -49,12 +48,7 @@ function mountPool(root, ctx, { global }) {
       outCols,
       cellSize(outRows, outCols, global ? 560 : 260, 3, 40),
     );
-    outGrid.canvas.setAttribute("role", "img");
-    outGrid.canvas.setAttribute("aria-label", "Output map; click a cell to jump to it");
-    outGrid.canvas.addEventListener("click", (event) => {
-      const cell = cellAt(outGrid, event);
-      if (cell) ctx.jump(global ? cell.x : cell.y * Wo + cell.x);
-    });
+    clickToJump(outGrid, ctx, "Output map; click a cell to jump to it", (cell) => (global ? cell.x : cell.y * Wo + cell.x));
     inGrid.canvas.setAttribute("role", "img");
 
     // A global window already shows its numbers on the map when the cells are big enough.
@@ -144,14 +138,8 @@ function mountPool(root, ctx, { global }) {
 
 export const poolView = {
   channels: (ctx) => ({ count: ctx.outShape[2], label: "Channel" }),
-  positions: (ctx) => ctx.outShape[0] * ctx.outShape[1],
-  query: (ctx, pos) => ({
-    y: Math.floor(pos / ctx.outShape[1]),
-    x: pos % ctx.outShape[1],
-    c: ctx.channel,
-  }),
-  describe: (ctx, pos) =>
-    `output (y=${Math.floor(pos / ctx.outShape[1])}, x=${pos % ctx.outShape[1]}), channel ${ctx.channel}`,
+  ...mapCells,
+  describe: (ctx, pos) => `output ${cellWords(ctx, pos)}, channel ${ctx.channel}`,
   mount: (root, ctx) => mountPool(root, ctx, { global: false }),
 };
 

@@ -2,21 +2,17 @@
 
 import { el } from "./dom.js";
 import { fmt } from "./format.js";
-import { cellAt, cellCanvas, cellSize, channelScale, drawChannel, outline } from "./map-draw.js";
+import { cellCanvas, cellSize, channelScale, drawChannel, outline } from "./map-draw.js";
 import { drawOutputProgress } from "./step-conv.js";
-import { figure, receipt } from "./step-parts.js";
+import { cellWords, clickToJump, figure, mapCells, receipt } from "./step-parts.js";
 
 const isFlat = (ctx) => ctx.outShape.length !== 3;
 
 export const reluView = {
   channels: (ctx) => (isFlat(ctx) ? null : { count: ctx.outShape[2], label: "Channel" }),
-  positions: (ctx) => (isFlat(ctx) ? ctx.outShape[0] : ctx.outShape[0] * ctx.outShape[1]),
-  query: (ctx, pos) =>
-    isFlat(ctx)
-      ? { i: pos }
-      : { y: Math.floor(pos / ctx.outShape[1]), x: pos % ctx.outShape[1], c: ctx.channel },
-  describe: (ctx, pos) =>
-    isFlat(ctx) ? `index ${pos}` : `(y=${Math.floor(pos / ctx.outShape[1])}, x=${pos % ctx.outShape[1]})`,
+  positions: (ctx) => (isFlat(ctx) ? ctx.outShape[0] : mapCells.positions(ctx)),
+  query: (ctx, pos) => (isFlat(ctx) ? { i: pos } : mapCells.query(ctx, pos)),
+  describe: (ctx, pos) => (isFlat(ctx) ? `index ${pos}` : cellWords(ctx, pos)),
 
   async mount(root, ctx) {
     const [input, output] = await Promise.all([ctx.inputSource, ctx.outputSource]);
@@ -25,12 +21,7 @@ export const reluView = {
     const inGrid = cellCanvas(el("canvas", { class: "map" }), input.H, input.W, px);
     const outGrid = cellCanvas(el("canvas", { class: "map map-click" }), output.H, output.W, px);
     inGrid.canvas.setAttribute("role", "img");
-    outGrid.canvas.setAttribute("role", "img");
-    outGrid.canvas.setAttribute("aria-label", "Output map; click a cell to jump to it");
-    outGrid.canvas.addEventListener("click", (event) => {
-      const cell = cellAt(outGrid, event);
-      if (cell) ctx.jump(cell.y * output.W + cell.x);
-    });
+    clickToJump(outGrid, ctx, "Output map; click a cell to jump to it", (cell) => cell.y * output.W + cell.x);
     const inScale = channelScale(input, c);
     const bill = receipt("relu", [
       ["input", "input v"],
