@@ -237,13 +237,18 @@ def pool2d(
         raise ValueError(f"window {size} does not fit the padded input {xp.shape[0]}x{xp.shape[1]}")
     span_h, span_w = stride * (ho - 1) + 1, stride * (wo - 1) + 1
 
-    # One strided slice per window offset (F*F of them), each covering every output cell at once.
-    out = xp[0:span_h:stride, 0:span_w:stride].copy()
+    # Separable: first combine each window's rows (strided slices of whole image rows, long
+    # contiguous runs), then its columns: 2(F-1) passes instead of F*F - 1 over short runs.
     combine = np.maximum if kind == "max" else np.add
-    for dy in range(size):
-        for dx in range(size):
-            if dy or dx:
-                combine(out, xp[dy : dy + span_h : stride, dx : dx + span_w : stride], out=out)
+    if size == 1:
+        out = xp[0:span_h:stride, 0:span_w:stride].copy()
+    else:
+        rows = combine(xp[0:span_h:stride], xp[1 : 1 + span_h : stride])  # (Ho, Wp, C)
+        for dy in range(2, size):
+            combine(rows, xp[dy : dy + span_h : stride], out=rows)
+        out = combine(rows[:, 0:span_w:stride], rows[:, 1 : 1 + span_w : stride])  # (Ho, Wo, C)
+        for dx in range(2, size):
+            combine(out, rows[:, dx : dx + span_w : stride], out=out)
     if kind == "avg":
         out *= np.float32(1.0 / (size * size))
     return out
