@@ -33,7 +33,11 @@ def _pad(x: np.ndarray, padding: int, fill: float) -> np.ndarray:
     if padding == 0:
         return np.ascontiguousarray(x, dtype=np.float32)
     h, w, c = x.shape
-    xp = np.full((h + 2 * padding, w + 2 * padding, c), fill, dtype=np.float32)
+    xp = np.empty((h + 2 * padding, w + 2 * padding, c), dtype=np.float32)
+    xp[:padding] = fill  # fill only the border: each cell is written once
+    xp[padding + h :] = fill
+    xp[padding : padding + h, :padding] = fill
+    xp[padding : padding + h, padding + w :] = fill
     xp[padding : padding + h, padding : padding + w] = x
     return xp
 
