@@ -83,7 +83,7 @@ def _ms(value: float) -> str:
 
 
 def format_header(header: dict[str, Any]) -> str:
-    """A few lines saying what machine, libraries, threads and OpenBLAS variables were used."""
+    """A few lines: machine, libraries, threads, OpenBLAS variables, load, timing, malloc."""
     blas = header.get("numpy_blas") or {}
     env = header.get("env", {})
     env_text = "  ".join(

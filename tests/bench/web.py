@@ -222,7 +222,7 @@ def run_server(plan: TimingPlan) -> Row:
     main = _need("app.main")
     settings_module = _need("app.settings")
     build_network = _need("app.cnn.network").build_network
-    import httpx
+    httpx = _need("httpx")
 
     settings = settings_module.Settings()
     app = main.create_app(settings)
