@@ -100,8 +100,9 @@ def _time_batch(fn: Callable[[], object], calls: int) -> float:
 
 def _calibrate(fn: Callable[[], object], plan: TimingPlan) -> tuple[int, int]:
     """(calls per sample, samples per block) from a few untimed-for-results calls."""
+    time.sleep(plan.settle_s)  # the previous contender's idle threads park first (see above)
     fn()  # first call pays one-off costs (allocation, primitive creation, imports)
-    single_s = min(_time_batch(fn, 1) for _ in range(3)) / 1e3
+    single_s = min(_time_batch(fn, 1) for _ in range(5)) / 1e3
     single_s = max(single_s, 1e-7)
     calls = max(1, math.ceil(plan.min_sample_s / single_s))
     samples = math.ceil(plan.block_s / (single_s * calls))
