@@ -135,7 +135,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         form_limits={"max_part_size": settings.max_network_bytes, "max_files": 1},
     )
-    app.dependency_overrides[get_settings] = lambda: settings
     app.state.settings = settings
     app.state.run_store = open_run_store(settings)
     app.state.render_cache = RenderCache(settings.render_cache_max_bytes)

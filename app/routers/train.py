@@ -42,11 +42,11 @@ EVENT_POLL_SECONDS = 0.25  # how often the event stream looks for news
 KEEP_ALIVE_SECONDS = 15  # a comment line this often keeps proxies from closing a quiet stream
 
 
-def get_jobs(request: Request) -> TrainingJobs:
+async def get_jobs(request: Request) -> TrainingJobs:
     return request.app.state.training_jobs
 
 
-def get_catalog(request: Request) -> ModelCatalog:
+async def get_catalog(request: Request) -> ModelCatalog:
     return request.app.state.model_registry
 
 
