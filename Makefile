@@ -63,6 +63,7 @@ test-fast: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m tests.bench.run
+	$(BIN)/python -m tests.bench.bench_training
 
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff format .
