@@ -89,8 +89,17 @@ def distinct(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return (rng.permutation(n) * 0.1 + rng.uniform(-0.02, 0.02, n) - n * 0.05).reshape(shape)
 
 
+# Conv2D gathers its columns channels first when F*C is below CHANNELS_FIRST_BELOW; the random
+# cases are small, so each is run with the threshold forcing one layout and then the other.
+LAYOUTS = {"channels-last": 0, "channels-first": 10**6}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("case", CASES)
-def test_conv_backward_matches_finite_differences_with_stride_and_padding(case: int) -> None:
+def test_conv_backward_matches_finite_differences_with_stride_and_padding(
+    monkeypatch, case: int, layout: str
+) -> None:
+    monkeypatch.setattr(train_layers, "CHANNELS_FIRST_BELOW", LAYOUTS[layout])
     rng = np.random.default_rng(case)
     f, s, p = int(rng.integers(1, 5)), int(rng.integers(1, 4)), int(rng.integers(0, 3))
     h, w = int(rng.integers(max(1, f - 2 * p), 9)), int(rng.integers(max(1, f - 2 * p), 9))
@@ -275,8 +284,12 @@ def test_untrained_network_starts_from_the_engines_seeded_weights() -> None:
             np.testing.assert_array_equal(written_spec.bias, layer.bias)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize(("stride", "padding"), [(1, 1), (2, 1), (1, 3)])
-def test_conv_in_one_image_chunks_equals_the_whole_batch(monkeypatch, stride, padding) -> None:
+def test_conv_in_one_image_chunks_equals_the_whole_batch(
+    monkeypatch, stride, padding, layout
+) -> None:
+    monkeypatch.setattr(train_layers, "CHANNELS_FIRST_BELOW", LAYOUTS[layout])
     rng = np.random.default_rng(8)
     weights, bias = rng.standard_normal((4, 3, 3, 2)), rng.standard_normal(4)
     x = rng.standard_normal((5, 9, 7, 2))
@@ -289,6 +302,47 @@ def test_conv_in_one_image_chunks_equals_the_whole_batch(monkeypatch, stride, pa
     np.testing.assert_allclose(chunked.forward(x), y, rtol=1e-12)
     np.testing.assert_allclose(chunked.backward(dy), dx, rtol=1e-12)
     np.testing.assert_allclose(chunked.grads["weights"], whole.grads["weights"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_conv_kept_buffers_serve_batches_of_any_size_without_mixing_them(
+    monkeypatch, layout: str
+) -> None:
+    monkeypatch.setattr(train_layers, "CHANNELS_FIRST_BELOW", LAYOUTS[layout])
+    rng = np.random.default_rng(9)
+    weights, bias = rng.standard_normal((4, 3, 3, 2)), rng.standard_normal(4)
+    reused = Conv2D(weights, bias, 1, 1, relu=True)
+    for n in (5, 2, 7, 3):  # grow, shrink, grow past the first size, shrink
+        x = rng.standard_normal((n, 6, 5, 2))
+        y = reused.forward(x)
+        dy = rng.standard_normal(y.shape)
+        dx = reused.backward(dy)
+        fresh = Conv2D(weights, bias, 1, 1, relu=True)
+        np.testing.assert_array_equal(fresh.forward(x), y)
+        np.testing.assert_array_equal(fresh.backward(dy), dx)
+        np.testing.assert_array_equal(fresh.grads["weights"], reused.grads["weights"])
+        np.testing.assert_array_equal(fresh.grads["bias"], reused.grads["bias"])
+    kept = y.copy()
+    reused.forward(rng.standard_normal((3, 6, 5, 2)))
+    np.testing.assert_array_equal(y, kept)  # an output handed out is never a buffer reused later
+
+
+def test_a_replica_shares_parameters_but_not_buffers_or_grads() -> None:
+    rng = np.random.default_rng(10)
+    layer = Conv2D(rng.standard_normal((3, 3, 3, 2)), rng.standard_normal(3), 1, 1)
+    layer.forward(rng.standard_normal((2, 5, 5, 2)))
+    twin = layer.replica()
+    assert twin.params["weights"] is layer.params["weights"]
+    assert twin.grads["weights"] is not layer.grads["weights"]
+    x = rng.standard_normal((2, 5, 5, 2))
+    y = twin.forward(x)
+    layer.forward(rng.standard_normal((2, 5, 5, 2)))  # must not touch the twin's kept input
+    dy = rng.standard_normal(y.shape)
+    twin.backward(dy)
+    fresh = Conv2D(layer.params["weights"], layer.params["bias"], 1, 1)
+    fresh.forward(x)
+    fresh.backward(dy)
+    np.testing.assert_array_equal(twin.grads["weights"], fresh.grads["weights"])
 
 
 def test_layer_gradients_of_a_class_logit_match_finite_differences() -> None:

@@ -157,9 +157,7 @@ class TrainableNetwork:
     def _replica(self) -> TrainableNetwork:
         """Another set of layers over the SAME parameter arrays, with its own caches and grads."""
         twin = copy.copy(self)
-        twin.layers = [copy.copy(layer) for layer in self.layers]
-        for layer in twin.layers:
-            layer.grads = {name: np.zeros_like(g) for name, g in layer.grads.items()}
+        twin.layers = [layer.replica() for layer in self.layers]
         twin.workers, twin._replicas, twin._pool = 1, [], None
         return twin
 
