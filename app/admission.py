@@ -165,7 +165,8 @@ class AdmissionGate:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-def get_gate(request: Request) -> AdmissionGate:
+async def get_gate(request: Request) -> AdmissionGate:
+    # async: FastAPI would run a sync dependency in the thread pool, a hop on every request.
     return request.app.state.gate
 
 
