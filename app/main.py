@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.admission import install_admission, limit_blas_threads
 from app.errors import file_size, install_error_handlers
 from app.models import ModelRegistry
-from app.routers import api_router
+from app.routers import include_api
 from app.routers.deps import package_version
 from app.run_stores import describe_run_store, open_run_store
 from app.runs import RenderCache
@@ -151,7 +151,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=max_body, max_json_bytes=settings.max_network_bytes)
     app.add_middleware(WorkerPidHeader)
     install_security(app, settings.cors_origins)
-    app.include_router(api_router)
+    include_api(app)
     app.mount("/static", StaticFiles(directory=settings.static_dir, check_dir=False), name="static")
     templates = Jinja2Templates(directory=settings.templates_dir)
 

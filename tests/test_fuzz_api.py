@@ -32,7 +32,7 @@ from starlette.testclient import TestClient
 
 from app.admission import get_gate
 from app.main import create_app
-from app.routers.deps import API_PREFIX
+from app.routers.deps import API_PREFIX, run_context
 from app.settings import Settings
 from tests.conftest import encode, random_pixels
 
@@ -170,7 +170,10 @@ def test_every_422_in_the_schema_is_the_documented_error_shape():
 
 
 def uses_the_gate(dependant: Dependant) -> bool:
-    return dependant.call is get_gate or any(uses_the_gate(d) for d in dependant.dependencies)
+    """Whether a route gets the gate: on its own, or in the run routes' one RunContext."""
+    return dependant.call in (get_gate, run_context) or any(
+        uses_the_gate(d) for d in dependant.dependencies
+    )
 
 
 def api_routes(routes: list) -> Iterator[APIRoute]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from functools import cache
 from importlib.metadata import PackageNotFoundError, version
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from fastapi import Depends, Request
 
+from app.admission import AdmissionGate
 from app.runs import RenderCache, RunStore
 from app.saved_models import ModelCatalog
 from app.schemas import ErrorResponse
@@ -15,8 +17,10 @@ from app.settings import Settings
 API_PREFIX = "/api/v1"
 
 
+@cache
 def package_version() -> str:
-    """The installed cnn-explorer version (package metadata)."""
+    """The installed cnn-explorer version (package metadata, read once: parsing it costs a
+    fraction of a millisecond, and /health is polled)."""
     try:
         return version("cnn-explorer")
     except PackageNotFoundError:
@@ -45,6 +49,24 @@ SettingsDep = Annotated[Settings, Depends(app_settings)]
 StoreDep = Annotated[RunStore, Depends(get_run_store)]
 CacheDep = Annotated[RenderCache, Depends(get_render_cache)]
 RegistryDep = Annotated[ModelCatalog, Depends(get_model_registry)]
+
+
+class RunContext(NamedTuple):
+    """What the run routes need, as one dependency: FastAPI solves each dependency on every
+    request, and these routes are the ones a page calls a hundred times per run."""
+
+    store: RunStore
+    cache: RenderCache
+    settings: Settings
+    gate: AdmissionGate
+
+
+async def run_context(request: Request) -> RunContext:
+    state = request.app.state
+    return RunContext(state.run_store, state.render_cache, state.settings, state.gate)
+
+
+RunContextDep = Annotated[RunContext, Depends(run_context)]
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
