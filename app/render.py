@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -149,6 +150,57 @@ def render_grid(a3d: np.ndarray, *, diverging: bool | None = None, gap: int = 1)
         raise ValueError(f"render_grid needs (H, W, C) or (n,), got shape {a.shape}")
     div = _is_diverging(a, diverging)
     return _png(tile(colour_indices(a, div), gap), DIVERGING_PALETTE if div else VIRIDIS_PALETTE)
+
+
+@dataclass(frozen=True)
+class LayerColours:
+    """A layer's palette indices, worked out once for its grid and all its channel PNGs.
+
+    indices : uint8 (H, W, C) for a 3D layer, or (rows, cols) for a flat one (already laid out).
+    Channel c drawn from here is byte for byte render_channel(a[:, :, c], diverging=diverging).
+    """
+
+    indices: np.ndarray
+    diverging: bool
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.indices.nbytes)
+
+    @property
+    def palette(self) -> bytes:
+        return DIVERGING_PALETTE if self.diverging else VIRIDIS_PALETTE
+
+    @property
+    def channels(self) -> int:
+        """Channel PNGs the layer has: C, or 1 for a flat layer."""
+        return self.indices.shape[2] if self.indices.ndim == 3 else 1
+
+
+def layer_colours(a: np.ndarray) -> LayerColours:
+    """Colour a layer's output (H, W, C) or (n,) once: the diverging map if any value is < 0."""
+    a = np.asarray(a)
+    if a.ndim not in (1, 3):
+        raise ValueError(f"layer_colours needs (H, W, C) or (n,), got shape {a.shape}")
+    div = _is_diverging(a, None)
+    indices = flat_indices(a, div) if a.ndim == 1 else colour_indices(a, div)
+    return LayerColours(indices, div)
+
+
+def encode_channel(colours: LayerColours, channel: int) -> bytes:
+    """Channel `channel` of a coloured layer as a PNG (a flat layer's only map for channel 0)."""
+    if colours.indices.ndim == 2:
+        if channel != 0:
+            raise IndexError(f"a flat layer has channel 0 only, not {channel}")
+        return _png(colours.indices, colours.palette)
+    return _png(colours.indices[:, :, channel], colours.palette)
+
+
+def encode_grid(colours: LayerColours, gap: int = 1) -> bytes:
+    """All channels of a coloured layer tiled into one PNG (a flat layer: its one map)."""
+    if colours.indices.ndim == 2:
+        return _png(colours.indices, colours.palette)
+    return _png(tile(colours.indices, gap), colours.palette)
 
 
 def render_image(pixels: np.ndarray) -> bytes:

@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -177,16 +177,29 @@ class MemoryRunStore:
             self._remove(run_id)
 
 
-class RenderCache:
-    """Rendered PNG bytes by key, least recently used dropped first beyond max_bytes.
+class Sized(Protocol):
+    @property
+    def nbytes(self) -> int: ...
 
-    Thread-safe. Two requests for the same missing key may both render; the bytes are the same.
+
+Rendered = bytes | Sized  # PNG bytes, or a layer's colour indices (render.LayerColours)
+
+
+def _size(value: Rendered) -> int:
+    return len(value) if isinstance(value, bytes) else value.nbytes
+
+
+class RenderCache:
+    """Rendered PNG bytes (and the colour indices they are drawn from) by key, least recently
+    used dropped first beyond max_bytes.
+
+    Thread-safe. Two requests for the same missing key may both render; the result is the same.
     """
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        self._items: OrderedDict[tuple, bytes] = OrderedDict()
+        self._items: OrderedDict[tuple, Rendered] = OrderedDict()
         self._bytes = 0
         self.hits = 0
         self.misses = 0
@@ -198,7 +211,12 @@ class RenderCache:
     def __len__(self) -> int:
         return len(self._items)
 
-    def get(self, key: tuple) -> bytes | None:
+    def __contains__(self, key: object) -> bool:
+        """Whether key is cached now (not counted as a hit or a miss, not refreshed)."""
+        with self._lock:
+            return key in self._items
+
+    def get(self, key: tuple) -> Any:
         with self._lock:
             data = self._items.get(key)
             if data is None:
@@ -208,21 +226,22 @@ class RenderCache:
             self.hits += 1
             return data
 
-    def put(self, key: tuple, data: bytes) -> None:
-        if len(data) > self.max_bytes:
+    def put(self, key: tuple, data: Rendered) -> None:
+        size = _size(data)
+        if size > self.max_bytes:
             return
         with self._lock:
             old = self._items.pop(key, None)
             if old is not None:
-                self._bytes -= len(old)
-            while self._items and self._bytes + len(data) > self.max_bytes:
+                self._bytes -= _size(old)
+            while self._items and self._bytes + size > self.max_bytes:
                 _, dropped = self._items.popitem(last=False)
-                self._bytes -= len(dropped)
+                self._bytes -= _size(dropped)
             self._items[key] = data
-            self._bytes += len(data)
+            self._bytes += size
 
-    def get_or_render(self, key: tuple, render: Callable[[], bytes]) -> bytes:
-        """Cached bytes for key, else render() them (outside the lock) and keep them."""
+    def get_or_render(self, key: tuple, render: Callable[[], Any]) -> Any:
+        """Cached value for key, else render() it (outside the lock) and keep it."""
         data = self.get(key)
         if data is None:
             data = render()

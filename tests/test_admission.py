@@ -88,12 +88,16 @@ async def test_a_full_gate_refuses_cpu_work_with_503_while_health_answers(make_a
         assert time.monotonic() - started < 1.0  # generous: it waits for nothing
 
         assert_busy(await forward(client, png_bytes))
-        for url in (conv["channel_url"].replace("{c}", "3"), conv["array_url"],
+        # A channel of a layer not coloured yet needs the gate (colouring the layer is real work).
+        uncoloured = body["layers"][1]["channel_url"].replace("{c}", "0")
+        for url in (uncoloured, conv["array_url"],
                     body["input_url"], f"{conv['explain_url']}?y=1&x=1&c=1"):  # fmt: skip
             assert_busy(await client.get(url))
         assert gate.refused == 5
-        # No CPU needed: a PNG already rendered, the arithmetic of /shapes, the model list.
+        # No CPU slot needed: a PNG already rendered, a small channel of a layer whose colours
+        # the grid worked out (encoded on the event loop), /shapes' arithmetic, the model list.
         assert (await client.get(cached)).status_code == 200
+        assert (await client.get(conv["channel_url"].replace("{c}", "3"))).status_code == 200
         assert (await client.post(f"{API}/shapes", json=WORKED_EXAMPLE)).status_code == 200
         assert (await client.get(f"{API}/models")).status_code == 200
 

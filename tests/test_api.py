@@ -532,10 +532,16 @@ async def test_a_run_expires_after_the_ttl(app, png_bytes):
 async def test_pngs_are_rendered_once_then_cached(app, client, png_bytes):
     body = (await forward(client, png_bytes, WORKED_EXAMPLE)).json()
     url = body["layers"][0]["grid_url"]
+    cache = app.state.render_cache
     first, second = await client.get(url), await client.get(url)
     assert first.content == second.content
-    assert app.state.render_cache.hits == 1 and app.state.render_cache.misses == 1
+    # The first asks for the PNG and the layer's colour indices (both missing), the second hits.
+    assert (cache.hits, cache.misses) == (1, 2)
     assert "max-age=3600" in first.headers["cache-control"]
+    # A channel of the same layer is drawn from the colours the grid already worked out.
+    channel = await client.get(body["layers"][0]["channel_url"].replace("{c}", "1"))
+    assert channel.status_code == 200
+    assert (cache.hits, cache.misses) == (2, 3)
 
 
 # -- models ------------------------------------------------------------------------------------

@@ -12,8 +12,11 @@ from app.render import (
     DIVERGING_PALETTE,
     GAP_INDEX,
     VIRIDIS_PALETTE,
+    encode_channel,
+    encode_grid,
     flat_layout,
     grid_layout,
+    layer_colours,
     render_channel,
     render_flat,
     render_grid,
@@ -130,3 +133,31 @@ def test_wrong_dimensions_are_refused():
         render_channel(np.zeros((2, 2, 2)))
     with pytest.raises(ValueError, match=r"\(H, W, C\)"):
         render_grid(np.zeros((2, 2, 2, 2)))
+
+
+@pytest.mark.parametrize("offset", [0.0, -0.3])  # all positive (viridis), some negative (diverging)
+def test_layer_colours_draw_the_same_pngs_as_rendering_each_map(offset):
+    a = (np.random.default_rng(2).random((5, 7, 4)) + offset).astype(np.float32)
+    a[:, :, 2] = 0.5  # a constant channel
+    colours = layer_colours(a)
+    layer_diverging = bool(a.min() < 0)
+    assert colours.diverging is layer_diverging and colours.channels == 4
+    assert encode_grid(colours) == render_grid(a)
+    for c in range(4):
+        assert encode_channel(colours, c) == render_channel(a[:, :, c], diverging=layer_diverging)
+    # A channel of a mixed-sign layer uses the layer's map even when the channel is all positive.
+    if layer_diverging:
+        positive = np.abs(a)
+        positive[:, :, 0] = -1.0
+        assert indices(encode_channel(layer_colours(positive), 1))[1] == DIVERGING_PALETTE
+
+
+def test_layer_colours_of_a_flat_layer_have_one_map():
+    a = np.linspace(-1, 1, 100, dtype=np.float32)
+    colours = layer_colours(a)
+    assert colours.channels == 1
+    assert encode_channel(colours, 0) == encode_grid(colours) == render_flat(a)
+    with pytest.raises(IndexError):
+        encode_channel(colours, 1)
+    with pytest.raises(ValueError, match=r"\(H, W, C\)"):
+        layer_colours(np.zeros((2, 2)))
