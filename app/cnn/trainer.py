@@ -176,7 +176,7 @@ class TrainableNetwork:
             return loss, logits
         if self._pool is None:
             self._replicas = [self] + [self._replica() for _ in range(self.workers - 1)]
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="train")
+            self._pool = ThreadPoolExecutor(self.workers - 1, thread_name_prefix="train")
         bounds = np.linspace(0, len(x), shares + 1).astype(int)
 
         def run(part: int) -> tuple[float, np.ndarray]:
@@ -186,7 +186,9 @@ class TrainableNetwork:
             net.backward(dlogits * ((hi - lo) / len(x)))  # each share's part of the batch mean
             return loss * (hi - lo) / len(x), logits
 
-        results = list(self._pool.map(run, range(shares)))
+        # The calling thread takes the first share itself: one hand-off fewer per step.
+        others = [self._pool.submit(run, part) for part in range(1, shares)]
+        results = [run(0)] + [future.result() for future in others]
         for i, layer in enumerate(self.layers):
             for name in layer.grads:
                 layer.grads[name] = sum(
