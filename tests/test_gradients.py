@@ -166,6 +166,44 @@ def test_max_pool_gives_a_tie_to_the_first_maximum_only() -> None:
     assert dx[0, :, :, 0].tolist() == [[1.0, 0.0], [0.0, 0.0]]
 
 
+def slow_max_pool_backward(
+    x: np.ndarray, dy: np.ndarray, size: int, stride: int, padding: int
+) -> np.ndarray:
+    """Plain loops: each window's dy goes to its first maximum in scan order (pads never win)."""
+    n, h, w, c = x.shape
+    dx = np.zeros_like(x)
+    for i in range(n):
+        for ch in range(c):
+            for oy in range(dy.shape[1]):
+                for ox in range(dy.shape[2]):
+                    best = None
+                    for fy in range(size):
+                        for fx in range(size):
+                            yy, xx = oy * stride + fy - padding, ox * stride + fx - padding
+                            inside = 0 <= yy < h and 0 <= xx < w
+                            if inside and (best is None or x[i, yy, xx, ch] > x[i, *best, ch]):
+                                best = (yy, xx)
+                    dx[i, *best, ch] += dy[i, oy, ox, ch]
+    return dx
+
+
+@pytest.mark.parametrize(
+    ("size", "stride", "padding", "height", "width"),
+    [(2, 2, 0, 6, 8), (3, 3, 0, 6, 9), (1, 1, 0, 3, 4), (2, 2, 0, 5, 6), (3, 2, 1, 7, 6)],
+)
+def test_max_pool_routes_ties_like_the_loop_reference(
+    size: int, stride: int, padding: int, height: int, width: int
+) -> None:
+    rng = np.random.default_rng(size * 10 + stride)
+    x = rng.integers(0, 3, (2, height, width, 3)).astype(np.float64)  # ties everywhere
+    pool = MaxPool2D(size, stride, padding)
+    y = pool.forward(x)
+    dy = rng.standard_normal(y.shape)
+    expected = slow_max_pool_backward(x, dy, size, stride, padding)
+    # Overlapping windows add up in another order: equal up to rounding, not bit for bit.
+    np.testing.assert_allclose(pool.backward(dy), expected, rtol=1e-12, atol=1e-15)
+
+
 WHOLE_NETWORKS = [
     NetworkSpec(
         InputSpec(7, 9, 2),
