@@ -202,6 +202,15 @@ def test_two_workers_sum_to_the_same_gradients_as_one() -> None:
             np.testing.assert_allclose(g2[name], g1[name], rtol=1e-10, atol=1e-14)
 
 
+def test_two_workers_keep_float32_gradients_float32() -> None:
+    x, y = bars(20, seed=4)
+    net = TrainableNetwork(TINY, workers=2)
+    net.loss_and_backward(x, y)
+    net.close()
+    for _, grads in net.param_groups():
+        assert all(g.dtype == np.float32 for g in grads.values())
+
+
 def test_training_with_two_workers_learns_like_one(tiny_data) -> None:
     x, y, x_test, y_test = tiny_data
     config = TrainConfig(epochs=8, batch_size=16, learning_rate=1e-2, workers=2)

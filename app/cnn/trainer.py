@@ -180,11 +180,15 @@ class TrainableNetwork:
         bounds = np.linspace(0, len(x), shares + 1).astype(int)
 
         def run(part: int) -> tuple[float, np.ndarray]:
-            net, lo, hi = self._replicas[part], bounds[part], bounds[part + 1]
+            net, lo, hi = self._replicas[part], int(bounds[part]), int(bounds[part + 1])
             logits = net.forward(x[lo:hi])
             loss, dlogits = softmax_cross_entropy(logits, y[lo:hi])
-            net.backward(dlogits * ((hi - lo) / len(x)))  # each share's part of the batch mean
-            return loss * (hi - lo) / len(x), logits
+            # Each share's part of the batch mean. A Python float, not a NumPy float64 (which
+            # would turn the float32 gradients, and every layer below, into float64).
+            weight = (hi - lo) / len(x)
+            dlogits *= weight
+            net.backward(dlogits)
+            return loss * weight, logits
 
         # The calling thread takes the first share itself: one hand-off fewer per step.
         others = [self._pool.submit(run, part) for part in range(1, shares)]
