@@ -1,10 +1,16 @@
-"""Training jobs: each runs app.cnn.trainer.train on its own background thread.
+"""Training jobs: each runs app.cnn.trainer.train on a background thread of one worker process.
 
 The jobs do not go through the admission gate (a training run takes minutes; the gate's
-budget is for requests). Instead at most `train_max_jobs` run at once and the next start is
-refused with 429 and a Retry-After. A job's progress lives in this process's memory: the
-finished records are kept (the newest `train_jobs_kept`) for their status pages, the trained
-models are files (app/saved_models.py) and outlive the process.
+budget is for requests). Instead at most `train_max_jobs` run at once on the machine (a slot
+lock each, app/job_files.py) and the next start is refused with 429 and a Retry-After.
+
+A job lives in the memory of the process that runs it (its owner) and in data_dir/jobs/<id>.json,
+which the owner rewrites on every change of state, every epoch and at most every
+WRITE_EVERY_SECONDS for batches. Every worker process answers for every job: from memory if it
+owns the job, else from the file; a cancel asked of another process is passed on as a request
+file that the owner reads between batches. A job whose file says running after its owner died
+reads as failed. The newest `train_jobs_kept` finished jobs are kept (files, so across restarts
+too); the trained models are files of their own (app/saved_models.py), never touched here.
 
 Every change bumps the job's `version`, so the event stream (routers/train.py) sends an update
 only when there is something new, and readers take a consistent `snapshot()` under the lock.
@@ -22,6 +28,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +43,7 @@ from app.datasets import (
     load_dataset,
 )
 from app.errors import AppError, IssueDict, NotFoundError, issue
+from app.job_files import JobFiles, Slot, owner_info
 from app.saved_models import ModelCatalog
 from app.schemas import DenseLayer, NetworkSpecModel
 from app.settings import Settings
@@ -49,6 +57,23 @@ DATASET_SHAPES: dict[str, tuple[tuple[int, int, int], tuple[str, ...]]] = {
     "shapes": ((32, 32, 3), SHAPE_LABELS),
 }
 BATCH_SAMPLES = 400  # most per-batch loss samples kept (thinned evenly beyond that)
+WRITE_EVERY_SECONDS = 0.25  # batch progress reaches the job's file at most this often
+STOPPING = "Stopping at the end of the current batch…"
+# The fields of TrainingJobs.snapshot(), which the job's file holds under "state".
+STATE_FIELDS = (
+    "version",
+    "status",
+    "message",
+    "started",
+    "finished",
+    "epoch",
+    "step",
+    "loss",
+    "history",
+    "batch_losses",
+    "final_accuracy",
+    "saved_model",
+)
 
 
 class TooManyJobsError(OverloadedError):
@@ -159,9 +184,27 @@ def sample(x: np.ndarray, y: np.ndarray, most: int, seed: int) -> tuple[np.ndarr
     return x[keep], y[keep]
 
 
+def remaining_seconds(started: float | None, step: int, total_steps: int) -> float | None:
+    """A guess at a job's time left, from its pace so far (None before its first step)."""
+    if started is None or step == 0:
+        return None
+    return (time.time() - started) * (total_steps - step) / step
+
+
+def stopped_owner_message(step: int, total_steps: int) -> str:
+    return (
+        f"The server process running this job stopped at step {step} of {total_steps}, so the "
+        "job ended there and no model was saved. Start it again."
+    )
+
+
 @dataclass
 class TrainingJob:
-    """One training run and everything its status page shows (guarded by TrainingJobs' lock)."""
+    """One training run and everything its status page shows (guarded by TrainingJobs' lock).
+
+    A job run by another process is a TrainingJob too (owned False), rebuilt from its file; its
+    changing fields are then read from the file by TrainingJobs.snapshot(), not from here.
+    """
 
     job_id: str
     request: TrainRequest
@@ -189,6 +232,11 @@ class TrainingJob:
     save_on_cancel: bool = False
     stop_reason: str | None = None
     thread: threading.Thread | None = None
+    owned: bool = True  # run by this process (else: read from its file)
+    slot: Slot | None = None  # the running place it holds while active (owned jobs)
+    owner: dict = field(default_factory=dict)  # {"pid", "host", "slot"}: who runs it
+    written: float = 0.0  # time.monotonic() of the last write of its file
+    last_state: dict | None = None  # not owned: the snapshot last read from its file
 
     @property
     def active(self) -> bool:
@@ -205,63 +253,186 @@ class TrainingJob:
 
     def remaining_seconds(self) -> float | None:
         """A guess at the time left, from the pace so far."""
-        if self.started is None or self.step == 0:
-            return None
-        spent = time.time() - self.started
-        return spent * (self.total_steps - self.step) / self.step
+        return remaining_seconds(self.started, self.step, self.total_steps)
+
+    def state(self) -> dict:
+        """The changing fields (STATE_FIELDS), copied; take TrainingJobs' lock around it."""
+        state = {name: getattr(self, name) for name in STATE_FIELDS}
+        state["history"] = list(self.history)
+        state["batch_losses"] = list(self.batch_losses)
+        return state
+
+    def record(self) -> dict:
+        """Everything a status reply shows, for the job's file (JSON-ready)."""
+        return {
+            "job_id": self.job_id,
+            "request": self.request.model_dump(mode="json"),
+            "name": self.name,
+            "labels": self.labels,
+            "train_examples": self.train_examples,
+            "test_examples": self.test_examples,
+            "available_examples": self.available_examples,
+            "total_steps": self.total_steps,
+            "created": self.created,
+            "owner": self.owner,
+            "state": self.state(),
+        }
+
+    @classmethod
+    def from_record(cls, record: dict) -> TrainingJob:
+        """A job of another process from its file's record (owned False)."""
+        state = record["state"]
+        return cls(
+            job_id=record["job_id"],
+            request=TrainRequest.model_validate(record["request"]),
+            name=record["name"],
+            labels=list(record["labels"]),
+            train_examples=record["train_examples"],
+            test_examples=record["test_examples"],
+            available_examples=record["available_examples"],
+            total_steps=record["total_steps"],
+            created=record["created"],
+            status=state["status"],
+            owned=False,
+            owner=dict(record.get("owner") or {}),
+            last_state=state,
+        )
 
 
 class TrainingJobs:
-    """Starts, tracks and cancels training jobs for one app; saves what they learn."""
+    """Starts, tracks and cancels training jobs for one app; saves what they learn.
+
+    Jobs of the other worker processes (same data_dir) are read, cancelled and counted through
+    their files, so any process answers for any job.
+    """
 
     def __init__(self, settings: Settings, catalog: ModelCatalog) -> None:
         self.settings = settings
         self.catalog = catalog
+        self.files = JobFiles(settings.data_dir / "jobs")
         self._lock = threading.Lock()
         self._jobs: OrderedDict[str, TrainingJob] = OrderedDict()
+        self._others: OrderedDict[str, TrainingJob] = OrderedDict()  # parsed requests, reused
 
     # -- reading -----------------------------------------------------------------------------
     def get(self, job_id: str) -> TrainingJob:
+        """The job, run here or by another process; JobNotFoundError (404) when unknown."""
         with self._lock:
             job = self._jobs.get(job_id)
         if job is None:
+            record = self._read(job_id)
+            if record is not None:
+                job = self._other(record)
+        if job is None:
             raise JobNotFoundError(
                 f"There is no training job {job_id!r} (finished jobs are kept until "
-                f"{self.settings.train_jobs_kept} newer ones have ended, and not across a "
-                "restart; the saved model stays in GET /api/v1/models)."
+                f"{self.settings.train_jobs_kept} newer ones have ended; the saved model stays "
+                "in GET /api/v1/models)."
             )
         return job
 
     def list(self) -> list[TrainingJob]:
+        """Every worker process's jobs, oldest first."""
         with self._lock:
-            return list(self._jobs.values())
+            jobs = dict(self._jobs)
+        for job_id in self.files.job_ids():
+            if job_id not in jobs:
+                record = self._read(job_id)
+                if record is not None:
+                    jobs[job_id] = self._other(record)
+        return sorted(jobs.values(), key=lambda j: (j.created, j.job_id))
 
     def snapshot(self, job: TrainingJob) -> dict:
-        """A consistent copy of the job's changing fields (read it without holding the lock)."""
-        with self._lock:
-            return {
-                "version": job.version,
-                "status": job.status,
-                "message": job.message,
-                "started": job.started,
-                "finished": job.finished,
-                "epoch": job.epoch,
-                "step": job.step,
-                "loss": job.loss,
-                "history": list(job.history),
-                "batch_losses": list(job.batch_losses),
-                "final_accuracy": job.final_accuracy,
-                "saved_model": job.saved_model,
-            }
+        """A consistent copy of the job's changing fields (STATE_FIELDS): from memory under the
+        lock for a job run here, else from its file (a stopped owner reads as failed)."""
+        if job.owned:
+            with self._lock:
+                return job.state()
+        record = self._read(job.job_id)
+        if record is not None:
+            job.last_state = record["state"]
+            job.status = job.last_state["status"]
+        elif job.active:  # the file went while we watched: it cannot go on unseen
+            state = dict(job.last_state or {})
+            state.update(
+                version=state.get("version", 0) + 1,
+                status="failed",
+                finished=time.time(),
+                message="This job's record was removed from the server before it ended.",
+            )
+            job.last_state, job.status = state, "failed"
+        return dict(job.last_state or {})
 
     def version(self, job: TrainingJob) -> int:
+        if job.owned:
+            with self._lock:
+                return job.version
+        return self.snapshot(job)["version"]
+
+    def _other(self, record: dict) -> TrainingJob:
+        """Another process's job from its record, reusing the parsed request."""
+        job = self._others.get(record["job_id"])
+        if job is None or job.created != record["created"]:
+            job = TrainingJob.from_record(record)
+            self._others[job.job_id] = job
+            while len(self._others) > 4 * self.settings.train_jobs_kept + 16:
+                self._others.popitem(last=False)
+        job.last_state, job.status = record["state"], record["state"]["status"]
+        return job
+
+    def _read(self, job_id: str) -> dict | None:
+        """The job's file's record; one whose owner stopped is marked failed first."""
+        record = self.files.read(job_id)
+        if record is None or record["state"]["status"] in FINAL_STATES:
+            return record
         with self._lock:
-            return job.version
+            if job_id in self._jobs:  # ours: the file may lag behind memory, never stop
+                return record
+        with self.files.locked():
+            return self._settle(self.files.read(job_id))
+
+    def _settle(self, record: dict | None) -> dict | None:
+        """record, or when it says active but its owner is gone, record rewritten as failed
+        (under files.locked())."""
+        if record is None or record["state"]["status"] in FINAL_STATES:
+            return record
+        if self.files.owner_alive(record):
+            return record
+        state = record["state"]
+        state.update(
+            version=state["version"] + 1,
+            status="failed",
+            finished=time.time(),
+            message=stopped_owner_message(state["step"], record["total_steps"]),
+        )
+        try:
+            self.files.write(record["job_id"], record)
+        except OSError as e:  # read as failed all the same
+            log.warning("Could not mark training job %s failed: %s", record["job_id"], e)
+        return record
+
+    def _live_records(self) -> list[dict]:
+        """Records of every job on the machine, owners checked (under files.locked())."""
+        with self._lock:
+            mine = {job_id: job.record() for job_id, job in self._jobs.items()}
+        records = list(mine.values())
+        for job_id in self.files.job_ids():
+            if job_id not in mine:
+                record = self._settle(self.files.read(job_id))
+                if record is not None:
+                    records.append(record)
+        return records
+
+    # -- writing -----------------------------------------------------------------------------
+    def _write(self, job: TrainingJob) -> None:
+        """Write the job's file (under self._lock, so writes of one job keep their order)."""
+        try:
+            self.files.write(job.job_id, job.record())
+        except OSError as e:  # the job goes on; other processes see its last file
+            log.warning("Could not write training job %s to %s: %s", job.job_id, self.files, e)
+        job.written = time.monotonic()
 
     # -- starting ----------------------------------------------------------------------------
-    def _pending_names(self) -> set[str]:
-        return {j.name for j in self._jobs.values() if j.active}
-
     def start(self, request: TrainRequest) -> TrainingJob:
         """Check the limits and the name, then train on a new thread; the job, status queued.
 
@@ -281,26 +452,25 @@ class TrainingJobs:
         train_examples = min(cap, len(data.x_train))
         test_examples = min(cap, len(data.x_test))
         steps = request.epochs * math.ceil(train_examples / request.batch_size)
-        with self._lock:
-            running = [j for j in self._jobs.values() if j.active]
-            if len(running) >= settings.train_max_jobs:
-                waits = [j.remaining_seconds() for j in running]
-                known = [w for w in waits if w is not None]
-                retry = min(known) if known else 30
-                raise TooManyJobsError(
-                    f"{len(running)} training job(s) are running, the most this server runs at "
-                    f"once ({settings.train_max_jobs}). Wait for one to finish (about "
-                    f"{math.ceil(retry)} s) or cancel it, then start again.",
-                    retry_after=min(max(math.ceil(retry), 1), 600),
-                )
-            pending = self._pending_names()
-            if request.name is not None:
-                self.catalog.check_new_name(request.name, pending)
-                name = request.name
-            else:
-                name = self.catalog.saved.free_name(f"my-{request.dataset}", pending)
-            self.catalog.saved.check_room(pending=len(pending))
-            job_id = secrets.token_hex(8)
+        job_id = secrets.token_hex(8)
+        # Under the directory lock: the slot, the names being trained and the new job's file
+        # change together for every process.
+        with self.files.locked():
+            running = [r for r in self._live_records() if r["state"]["status"] not in FINAL_STATES]
+            slot = self.files.take_slot(settings.train_max_jobs, job_id)
+            if slot is None:
+                raise self._too_many(running)
+            try:
+                pending = {r["name"] for r in running}
+                if request.name is not None:
+                    self.catalog.check_new_name(request.name, pending)
+                    name = request.name
+                else:
+                    name = self.catalog.saved.free_name(f"my-{request.dataset}", pending)
+                self.catalog.saved.check_room(pending=len(pending))
+            except BaseException:
+                slot.release()
+                raise
             job = TrainingJob(
                 job_id=job_id,
                 request=request,
@@ -310,8 +480,12 @@ class TrainingJobs:
                 test_examples=test_examples,
                 available_examples=len(data.x_train),
                 total_steps=steps,
+                slot=slot,
+                owner=owner_info(slot),
             )
-            self._jobs[job_id] = job
+            with self._lock:
+                self._jobs[job_id] = job
+                self._write(job)
             self._forget_old()
         job.thread = threading.Thread(
             target=self._run, args=(job, data), name=f"train-{job_id}", daemon=True
@@ -319,24 +493,66 @@ class TrainingJobs:
         job.thread.start()
         return job
 
+    def _too_many(self, running: list[dict]) -> TooManyJobsError:
+        most = self.settings.train_max_jobs
+        waits = [
+            remaining_seconds(r["state"]["started"], r["state"]["step"], r["total_steps"])
+            for r in running
+        ]
+        known = [w for w in waits if w is not None]
+        retry = min(known) if known else 30
+        return TooManyJobsError(
+            f"{len(running) or most} training job(s) are running, the most this server runs "
+            f"at once ({most}). Wait for one to finish (about {math.ceil(retry)} s) or cancel "
+            "it, then start again.",
+            retry_after=min(max(math.ceil(retry), 1), 600),
+        )
+
     def _forget_old(self) -> None:
-        """Drop the oldest finished records beyond train_jobs_kept (under the lock)."""
-        finished = [j for j in self._jobs.values() if not j.active]
-        for job in finished[: max(0, len(finished) - self.settings.train_jobs_kept)]:
-            del self._jobs[job.job_id]
+        """Keep the newest train_jobs_kept finished jobs (by end time) of the whole machine:
+        delete older files, and forget own finished jobs whose file is gone (under
+        files.locked())."""
+        finished: list[tuple[float, float, str]] = []
+        for record in self._live_records():
+            state = record["state"]
+            if state["status"] in FINAL_STATES:
+                finished.append((state["finished"] or 0.0, record["created"], record["job_id"]))
+        finished.sort()
+        for _, _, job_id in finished[: max(0, len(finished) - self.settings.train_jobs_kept)]:
+            self.files.remove(job_id)
+        kept = set(self.files.job_ids())
+        with self._lock:
+            for job_id in [j for j, job in self._jobs.items() if not job.active]:
+                if job_id not in kept:
+                    del self._jobs[job_id]
+        self.files.sweep_tmp()
 
     # -- stopping ----------------------------------------------------------------------------
-    def cancel(self, job_id: str, save: bool = False) -> TrainingJob:
-        """Ask the job to stop at its next batch; with save, keep the weights reached so far."""
+    def cancel(self, job_id: str, save: bool = False) -> tuple[TrainingJob, dict]:
+        """Ask the job to stop at its next batch; with save, keep the weights reached so far.
+
+        A job run by another process is asked through a request file its owner reads between
+        batches. Returns the job and its snapshot (a finished job is left as it was).
+        """
         job = self.get(job_id)
+        if job.owned:
+            self._cancel_here(job, save)
+            return job, self.snapshot(job)
+        state = self.snapshot(job)
+        if state["status"] not in FINAL_STATES:
+            self.files.request_cancel(job_id, save)
+            state["message"] = STOPPING
+        return job, state
+
+    def _cancel_here(self, job: TrainingJob, save: bool) -> None:
         with self._lock:
             if job.active:
                 job.save_on_cancel = save
                 job.stop_reason = "cancelled"
-                job.message = "Stopping at the end of the current batch…"
+                job.message = STOPPING
                 job.version += 1
                 job.cancel.set()
-        return job
+                self._write(job)
 
     def shutdown(self, wait_seconds: float = 0.0) -> None:
         """Cancel every running job (the app is stopping; nothing more is saved) and wait up to
@@ -358,15 +574,37 @@ class TrainingJobs:
             for key, value in changes.items():
                 setattr(job, key, value)
             job.version += 1
+            self._write(job)
+
+    def _end(self, job: TrainingJob, **changes: Any) -> None:
+        """The job's final state: in memory and in its file, and its slot given back, all at
+        once for every reader (so a reader that sees it ended can start the next job)."""
+        with self.files.locked(), self._lock:
+            for key, value in changes.items():
+                setattr(job, key, value)
+            job.version += 1
+            self._write(job)
+            self._release(job)
+
+    def _release(self, job: TrainingJob) -> None:
+        if job.slot is not None:
+            job.slot.release()
+            job.slot = None
+
+    def _take_cancel_request(self, job: TrainingJob) -> None:
+        """Cancel the job if another process asked to (a failed open when none did)."""
+        asked = self.files.take_cancel_request(job.job_id)
+        if asked is not None:
+            self._cancel_here(job, asked["save"])
 
     def _run(self, job: TrainingJob, data: Dataset) -> None:
         try:
             self._train(job, data)
         except (TrainError, ValueError) as e:
-            self._update(job, status="failed", message=str(e), finished=time.time())
+            self._end(job, status="failed", message=str(e), finished=time.time())
         except Exception:  # a bug: say so on the job rather than lose the thread silently
             log.exception("Training job %s failed", job.job_id)
-            self._update(
+            self._end(
                 job,
                 status="failed",
                 message="Training failed with an internal error; the server log has details.",
@@ -374,6 +612,9 @@ class TrainingJobs:
             )
         finally:
             with self._lock:
+                self._release(job)  # already given back unless _end itself failed
+            with self.files.locked():
+                self.files.remove_cancel_request(job.job_id)
                 self._forget_old()
 
     def _train(self, job: TrainingJob, data: Dataset) -> None:
@@ -392,9 +633,11 @@ class TrainingJobs:
         )
         budget = settings.train_max_seconds
         self._update(job, status="running", started=time.time(), message=None)
+        self._take_cancel_request(job)
         started = time.monotonic()
 
         def on_batch(step: int, total: int, loss: float) -> None:
+            self._take_cancel_request(job)
             with self._lock:
                 job.record_batch(step, float(loss))
                 job.version += 1
@@ -405,6 +648,8 @@ class TrainingJobs:
                     job.stop_reason = "time"
                     job.save_on_cancel = True
                     job.cancel.set()
+                if time.monotonic() - job.written >= WRITE_EVERY_SECONDS:
+                    self._write(job)
 
         def on_epoch(report: EpochReport) -> None:
             point = {
@@ -419,6 +664,7 @@ class TrainingJobs:
                 job.epoch = report.epoch
                 job.history.append(point)
                 job.version += 1
+                self._write(job)
 
         result = train(
             bare_spec(req.network),
@@ -434,7 +680,7 @@ class TrainingJobs:
         with self._lock:
             reason, save = job.stop_reason, job.save_on_cancel
         if reason == "diverged":
-            self._update(
+            self._end(
                 job,
                 status="failed",
                 finished=time.time(),
@@ -444,7 +690,7 @@ class TrainingJobs:
             )
             return
         if result.cancelled and (not save or job.step == 0):
-            self._update(
+            self._end(
                 job,
                 status="cancelled",
                 finished=time.time(),
@@ -473,7 +719,7 @@ class TrainingJobs:
             status = "done"
         if name != job.name:
             message += f" ({job.name!r} was taken meanwhile.)"
-        self._update(
+        self._end(
             job,
             status=status,
             finished=time.time(),

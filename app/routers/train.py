@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -37,6 +37,7 @@ from app.train_schemas import (
 from app.training_jobs import TrainingJob, TrainingJobs, fit_issues
 
 train_router = APIRouter(tags=["training"])
+T = TypeVar("T")
 
 EVENT_POLL_SECONDS = 0.25  # how often the event stream looks for news
 KEEP_ALIVE_SECONDS = 15  # a comment line this often keeps proxies from closing a quiet stream
@@ -111,12 +112,11 @@ def _urls(request: Request, job_id: str) -> dict[str, str]:
     return {"status_url": base, "events_url": f"{base}/events", "cancel_url": f"{base}/cancel"}
 
 
-def job_status(jobs: TrainingJobs, job: TrainingJob, request: Request) -> tuple[int, TrainStatus]:
-    """(version, status) of a job from one consistent snapshot."""
-    snap = jobs.snapshot(job)
+def job_status(job: TrainingJob, snap: dict, request: Request) -> TrainStatus:
+    """The TrainStatus of a job from one consistent snapshot (TrainingJobs.snapshot)."""
     req = job.request
     end = snap["finished"] or time.time()
-    return snap["version"], TrainStatus(
+    return TrainStatus(
         job_id=job.job_id,
         status=snap["status"],
         message=snap["message"],
@@ -189,20 +189,22 @@ def start_training(
     if memory:
         raise InvalidRequestError(summarize("The training request", memory), memory)
     job = jobs.start(body.model_copy(update={"network": network}))
-    _, status = job_status(jobs, job, request)
+    status = job_status(job, jobs.snapshot(job), request)
     return TrainStarted(job_id=job.job_id, status=status, **_urls(request, job.job_id))
 
 
 @train_router.get("/train", response_model=list[TrainStatus])
 def list_training_jobs(request: Request, jobs: JobsDep) -> list[TrainStatus]:
-    """This server process's training jobs, oldest first (finished ones are kept a while)."""
-    return [job_status(jobs, job, request)[1] for job in jobs.list()]
+    """The server's training jobs (every worker process's), oldest first; finished ones are
+    kept a while."""
+    return [job_status(job, jobs.snapshot(job), request) for job in jobs.list()]
 
 
 @train_router.get("/train/{job_id}", response_model=TrainStatus, responses=error_responses(404))
 def training_status(job_id: str, request: Request, jobs: JobsDep) -> TrainStatus:
     """Where the job is: epoch, step, loss and accuracy history, the saved model's name."""
-    return job_status(jobs, jobs.get(job_id), request)[1]
+    job = jobs.get(job_id)
+    return job_status(job, jobs.snapshot(job), request)
 
 
 @train_router.get(
@@ -222,12 +224,18 @@ async def training_events(job_id: str, request: Request, jobs: JobsDep) -> Strea
     """The job's progress as server-sent events, until it ends."""
     job = jobs.get(job_id)
 
+    async def read(what: Callable[[TrainingJob], T]) -> T:
+        # Another process's job is read from its file (and its owner checked under a file
+        # lock): off the event loop.
+        return what(job) if job.owned else await asyncio.to_thread(what, job)
+
     async def events() -> AsyncIterator[str]:
         yield "retry: 2000\n\n"
         sent, quiet_since = -1, time.monotonic()
         while True:
-            if jobs.version(job) != sent:
-                sent, status = job_status(jobs, job, request)
+            if await read(jobs.version) != sent:
+                snap = await read(jobs.snapshot)
+                sent, status = snap["version"], job_status(job, snap, request)
                 final = status.status in FINAL_STATES
                 kind = "end" if final else "progress"
                 yield f"event: {kind}\ndata: {status.model_dump_json()}\n\n"
@@ -257,11 +265,14 @@ def cancel_training(
 ) -> TrainStatus:
     """Stop the job at the end of its current batch (a finished job is left as it is).
 
+    Any worker process may be asked: one that does not run the job passes the request on to
+    the one that does, which stops within a batch.
+
     The status ends "cancelled"; with save=true the weights so far are saved like a finished
     job's (saved_model, final_accuracy measured on the test images).
     """
-    job = jobs.cancel(job_id, save=save)
-    return job_status(jobs, job, request)[1]
+    job, snap = jobs.cancel(job_id, save=save)
+    return job_status(job, snap, request)
 
 
 @train_router.delete(
