@@ -76,8 +76,9 @@ class Layer:
     ) -> np.ndarray:
         """A scratch array of `shape` that this layer keeps from call to call.
 
-        A fresh multi-megabyte array is page-faulted in anew on every step (glibc gives blocks
-        that big back to the kernel), which cost more than the arithmetic here. The leading axis
+        A fresh multi-megabyte array may be page-faulted in anew on every step (glibc can hand
+        blocks that big back to the kernel when they are freed), which cost more than the
+        arithmetic here. The leading axis
         (the batch) grows as needed and a smaller request gets a view of the first rows. `fill`
         is written only when the array is made: borders that callers never write stay filled.
         Never return a buffer to a caller (it is overwritten by the next call).
