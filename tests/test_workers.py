@@ -1,4 +1,5 @@
-"""The real server with two worker processes: a run made by one worker answers from the other.
+"""The real server with two worker processes: a run made by one worker answers from the other,
+and so does a training job (status, list, the job limit and cancel).
 
 Each test starts its own server on a free port from 8110 in its own process group, sends one
 image through /forward, then asks for the run's maps with a fresh connection per request (so the
@@ -7,6 +8,7 @@ kernel hands them to either worker) and stops the server by its process group.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -17,6 +19,7 @@ import redis
 
 from tests.conftest import WORKED_EXAMPLE, encode, random_pixels
 from tests.live_server import free_port, running_server, server_env
+from tests.test_training_api import job
 
 BIN = Path(sys.executable).parent
 REQUESTS = 40
@@ -111,3 +114,60 @@ def test_two_workers_share_runs_through_redis(tmp_path, redis_url):
         assert client.exists(f"cnn-explorer:run:{body['run_id']}")
         assert not (tmp_path / "data" / "runs").exists()
     client.close()
+
+
+def connection_to_another_worker(base: str, not_pid: str, tries: int = 400) -> httpx.Client:
+    """A keep-alive connection (so every request on it goes to one worker) that a worker other
+    than not_pid accepted."""
+    for _ in range(tries):
+        client = httpx.Client(base_url=base, timeout=30)
+        if client.get("/api/v1/health").headers["x-worker-pid"] != not_pid:
+            return client
+        client.close()
+    raise AssertionError(f"every one of {tries} connections went to worker {not_pid}")
+
+
+def test_a_training_job_on_one_worker_is_read_limited_and_cancelled_through_the_other(tmp_path):
+    env = server_env(free_port(8611), data_dir=tmp_path / "data", workers=2,
+                     train_max_examples=2000, train_threads=1)  # fmt: skip
+    with running_server([str(BIN / "cnn-explorer")], env, tmp_path / "server.log") as base:
+        wait_for_both_workers(base)
+        with httpx.Client(base_url=base, timeout=30) as owner:
+            r = owner.post("/api/v1/train", json=job(epochs=50, batch_size=4))
+            assert r.status_code == 202, r.text
+            job_id, owner_pid = r.json()["job_id"], r.headers["x-worker-pid"]
+            status_url = f"/api/v1/train/{job_id}"
+            with contextlib.closing(connection_to_another_worker(base, owner_pid)) as other:
+
+                def other_get(url: str) -> httpx.Response:
+                    r = other.get(url)
+                    assert r.status_code == 200 and r.headers["x-worker-pid"] != owner_pid
+                    return r
+
+                deadline = time.monotonic() + 60
+                while other_get(status_url).json()["step"] < 1:
+                    assert time.monotonic() < deadline, "the job never showed a step"
+                    time.sleep(0.05)
+                assert [j["job_id"] for j in other_get("/api/v1/train").json()] == [job_id]
+                refused = other.post("/api/v1/train", json=job())  # train_max_jobs is 1
+                assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+
+                r = other.post(f"{status_url}/cancel")
+                assert r.status_code == 200 and r.headers["x-worker-pid"] != owner_pid
+                while (status := other_get(status_url).json())["status"] == "running":
+                    assert time.monotonic() < deadline + 30, "the cancel never arrived"
+                    time.sleep(0.05)
+                assert status["status"] == "cancelled" and status["saved_model"] is None
+                assert status["step"] < status["total_steps"]
+                assert owner.get(status_url).json() == status
+                events = other_get(f"{status_url}/events").text
+                assert "event: end" in events and "event: progress" not in events
+
+                # The slot is free machine-wide: the other worker trains, the owner follows.
+                r = other.post("/api/v1/train", json=job(epochs=1, max_examples=64))
+                assert r.status_code == 202, r.text
+                second = f"/api/v1/train/{r.json()['job_id']}"
+                while (done := owner.get(second).json())["status"] in ("queued", "running"):
+                    assert time.monotonic() < deadline + 90, "the second job never ended"
+                    time.sleep(0.05)
+                assert done["status"] == "done" and done["saved_model"] == "my-digits"
