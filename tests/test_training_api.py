@@ -417,7 +417,7 @@ async def test_delete_removes_a_trained_model_and_refuses_shipped_or_unknown_one
         assert (settings.models_dir / "digits.json").exists()
 
 
-async def test_a_saved_model_and_its_job_are_there_for_a_new_app_on_the_same_data_dir(train_app) -> None:
+async def test_a_saved_model_and_its_finished_job_outlive_the_app(train_app) -> None:
     pixels = random_pixels(28, 28, 1, seed=9)
     async with client_for(train_app()) as client:
         await finish(client, (await start(client, epochs=2, name="lasting"))["job_id"])
