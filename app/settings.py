@@ -264,7 +264,12 @@ class Settings(BaseSettings):
         ),
     )
     train_jobs_kept: int = Field(
-        20, ge=1, description="Finished jobs whose status stays available in memory (default 20)."
+        20,
+        ge=1,
+        description=(
+            "Finished training jobs whose status stays available (default 20), as small files "
+            "in data_dir/jobs that every worker process reads."
+        ),
     )
     max_saved_models: int = Field(
         50,
