@@ -18,6 +18,7 @@ from app.cnn.spec import (
     NetworkSpec,
     PoolSpec,
 )
+from app.cnn.train_layers import softmax_cross_entropy
 from app.cnn.trainer import TrainableNetwork, TrainConfig, TrainError, evaluate, train
 
 TINY = NetworkSpec(
@@ -209,6 +210,58 @@ def test_two_workers_keep_float32_gradients_float32() -> None:
     net.close()
     for _, grads in net.param_groups():
         assert all(g.dtype == np.float32 for g in grads.values())
+
+
+POOLS_OF_EVERY_KIND = NetworkSpec(
+    InputSpec(14, 14, 2),
+    (
+        ConvSpec(4, 3, padding=1),
+        PoolSpec("max", 2),  # windows that tile the input
+        ConvSpec(6, 3, padding=1),
+        PoolSpec("max", 3, 2, 1),  # overlapping, padded windows
+        ConvSpec(5, 2, stride=2, activation="none"),  # col2im for dL/dx
+        GlobalPoolSpec("avg"),
+        FlattenSpec(),
+        DenseSpec(3, "softmax"),
+    ),
+    seed=2,
+)
+
+
+def plain_gradients(x: np.ndarray, y: np.ndarray) -> tuple[float, list[dict[str, np.ndarray]]]:
+    """Loss and grads of a fresh network by forward + backward, no training step involved."""
+    net = TrainableNetwork(POOLS_OF_EVERY_KIND, dtype=np.float64)
+    loss, dlogits = softmax_cross_entropy(net.forward(x), y)
+    net.backward(dlogits)
+    return loss, [{k: g.copy() for k, g in grads.items()} for _, grads in net.param_groups()]
+
+
+def test_training_steps_in_kept_buffers_give_the_plain_gradients_at_any_batch_size() -> None:
+    rng = np.random.default_rng(5)
+    net = TrainableNetwork(POOLS_OF_EVERY_KIND, dtype=np.float64)
+    for n in (6, 3, 9, 9):  # grow, shrink, grow past the first size, repeat
+        x, y = rng.random((n, 14, 14, 2)), rng.integers(0, 3, n)
+        loss, _ = net.loss_and_backward(x, y)
+        expected_loss, expected = plain_gradients(x, y)
+        assert loss == expected_loss
+        for (_, grads), want in zip(net.param_groups(), expected, strict=True):
+            for name, g in grads.items():
+                np.testing.assert_array_equal(g, want[name])
+    assert not any(layer.reuse_outputs for layer in net.layers)
+
+
+def test_outputs_handed_out_survive_later_training_steps() -> None:
+    rng = np.random.default_rng(6)
+    net = TrainableNetwork(POOLS_OF_EVERY_KIND, dtype=np.float64)
+    x = rng.random((4, 14, 14, 2))
+    outputs = net.forward_layers(x)
+    kept = [out.copy() for out in outputs]
+    _, grads, input_grad = net.layer_gradients(x, target=1)
+    kept_grads = [g.copy() for g in grads]
+    for _ in range(2):
+        net.loss_and_backward(rng.random((4, 14, 14, 2)), rng.integers(0, 3, 4))
+    for out, want in zip(outputs + grads, kept + kept_grads, strict=True):
+        np.testing.assert_array_equal(out, want)
 
 
 def test_training_with_two_workers_learns_like_one(tiny_data) -> None:

@@ -51,6 +51,9 @@ class Layer:
 
     params: dict[str, np.ndarray]
     grads: dict[str, np.ndarray]
+    # True during a training step (TrainableNetwork.loss_and_backward): the activations and
+    # gradients handed from layer to layer are then kept buffers, as nobody holds on to them.
+    reuse_outputs: bool = False
 
     def __init__(self) -> None:
         self.params = {}
@@ -93,6 +96,13 @@ class Layer:
             kept = np.empty(shape, dtype) if fill is None else np.full(shape, fill, dtype)
             self._buffers[name] = kept
         return kept[: shape[0]]
+
+    def _output(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """An array to hand on: a kept buffer while `reuse_outputs` is on (valid until this
+        layer's next call), else a new one that the caller may keep."""
+        if self.reuse_outputs:
+            return self._buffer(name, shape, dtype)
+        return np.empty(shape, dtype)
 
 
 # Images are processed a few at a time so that one chunk's im2col columns stay in the CPU cache
@@ -230,7 +240,7 @@ class Conv2D(Layer):
         ho, wo = _output_length(h, f, p, s), _output_length(wd, f, p, s)
         xp = self._padded_input(x, w.dtype)
         w_cols = self._weight_columns()  # (F*F*C + 1, K)
-        y = np.empty((n, ho, wo, k), dtype=w.dtype)  # (N, Ho, Wo, K)
+        y = self._output("output", (n, ho, wo, k), w.dtype)  # (N, Ho, Wo, K)
         step = self._chunk(ho, wo, xp.itemsize, c)
         for i in range(0, n, step):
             count = min(step, n - i)
@@ -259,7 +269,7 @@ class Conv2D(Layer):
             q = f - 1 - p
             flipped = w[:, ::-1, ::-1, :].transpose(1, 2, 0, 3).reshape(f * f * k, c)  # (u, v, k)
             dzp = self._buffer("output_grad_padded", (n, ho + 2 * q, wo + 2 * q, k), dtype, 0.0)
-            dx = np.empty(x_shape, dtype=dtype)  # (N, H, W, C)
+            dx = self._output("input_grad", x_shape, dtype)  # (N, H, W, C)
             _, h, wd, _ = x_shape
         elif want_dx:
             dxp = np.zeros((n, x_shape[1] + 2 * p, x_shape[2] + 2 * p, c), dtype=dtype)
@@ -336,7 +346,8 @@ class MaxPool2D(Layer):
         ho, wo = _output_length(h, f, p, s), _output_length(w, f, p, s)
         xp = _pad(x, p, -np.inf)  # (N, Hp, Wp, C)
         span_h, span_w = s * (ho - 1) + 1, s * (wo - 1) + 1
-        y = xp[:, 0:span_h:s, 0:span_w:s].copy()  # (N, Ho, Wo, C)
+        y = self._output("output", (len(x), ho, wo, x.shape[3]), x.dtype)  # (N, Ho, Wo, C)
+        np.copyto(y, xp[:, 0:span_h:s, 0:span_w:s])
         for dy in range(f):
             for dx in range(f):
                 if dy or dx:
@@ -352,20 +363,26 @@ class MaxPool2D(Layer):
         span_h, span_w = s * (ho - 1) + 1, s * (wo - 1) + 1
         # Windows that tile the input exactly (the usual 2x2, stride 2) write every cell once.
         tiles = s == f and p == 0 and xp.shape[1] == f * ho and xp.shape[2] == f * wo
-        dxp = np.empty_like(xp) if tiles else np.zeros_like(xp)  # (N, Hp, Wp, C)
-        unclaimed = None  # (N, Ho, Wo, C): True where the window's maximum is not yet found
+        dxp = self._output("input_grad", xp.shape, dy.dtype)  # (N, Hp, Wp, C)
+        if not tiles:  # overlapping or partial windows: add into zeros
+            dxp.fill(0.0)
+        # (N, Ho, Wo, C): this window cell holds the first maximum / the maximum is not yet found
+        winner = self._buffer("winner", y.shape, np.dtype(bool))
+        unclaimed = self._buffer("unclaimed", y.shape, np.dtype(bool))
         for oy in range(f):
             for ox in range(f):
                 window = (slice(None), slice(oy, oy + span_h, s), slice(ox, ox + span_w, s))
-                winner = xp[window] == y
-                if unclaimed is not None:
+                np.equal(xp[window], y, out=winner)
+                if oy or ox:
                     winner &= unclaimed
                 if tiles:
                     np.multiply(dy, winner, out=dxp[window])
                 else:
                     np.add(dxp[window], dy, out=dxp[window], where=winner)
-                if oy < f - 1 or ox < f - 1:
-                    unclaimed = ~winner if unclaimed is None else unclaimed ^ winner
+                if not (oy or ox):
+                    np.logical_not(winner, out=unclaimed)
+                elif oy < f - 1 or ox < f - 1:
+                    unclaimed ^= winner
         return _unpad(dxp, p)
 
 

@@ -170,10 +170,7 @@ class TrainableNetwork:
         """
         shares = min(self.workers, len(x) // MIN_SHARE)
         if shares <= 1:
-            logits = self.forward(x)
-            loss, dlogits = softmax_cross_entropy(logits, y)
-            self.backward(dlogits)
-            return loss, logits
+            return self._share_loss_and_backward(x, y, 1.0)
         if self._pool is None:
             self._replicas = [self] + [self._replica() for _ in range(self.workers - 1)]
             self._pool = ThreadPoolExecutor(self.workers - 1, thread_name_prefix="train")
@@ -181,14 +178,9 @@ class TrainableNetwork:
 
         def run(part: int) -> tuple[float, np.ndarray]:
             net, lo, hi = self._replicas[part], int(bounds[part]), int(bounds[part + 1])
-            logits = net.forward(x[lo:hi])
-            loss, dlogits = softmax_cross_entropy(logits, y[lo:hi])
             # Each share's part of the batch mean. A Python float, not a NumPy float64 (which
             # would turn the float32 gradients, and every layer below, into float64).
-            weight = (hi - lo) / len(x)
-            dlogits *= weight
-            net.backward(dlogits)
-            return loss * weight, logits
+            return net._share_loss_and_backward(x[lo:hi], y[lo:hi], (hi - lo) / len(x))
 
         # The calling thread takes the first share itself: one hand-off fewer per step.
         others = [self._pool.submit(run, part) for part in range(1, shares)]
@@ -199,6 +191,28 @@ class TrainableNetwork:
                     rep.layers[i].grads[name] for rep in self._replicas[:shares]
                 )
         return sum(r[0] for r in results), np.concatenate([r[1] for r in results])
+
+    def _share_loss_and_backward(
+        self, x: np.ndarray, y: np.ndarray, weight: float
+    ) -> tuple[float, np.ndarray]:
+        """weight * mean loss of x (B, H, W, C), y (B,), its gradients, and the logits (B, K).
+
+        Meanwhile the arrays passed between layers live in the layers' kept buffers: nothing
+        here hands them out, and fresh multi-MB arrays every step cost page faults and cache
+        misses (measured on the digits net: 7% of a step).
+        """
+        for layer in self.layers:
+            layer.reuse_outputs = True
+        try:
+            logits = self.forward(x).copy()  # (B, K): a buffer if the last layer is not dense
+            loss, dlogits = softmax_cross_entropy(logits, y)
+            if weight != 1.0:
+                dlogits *= weight
+            self.backward(dlogits)
+        finally:
+            for layer in self.layers:
+                layer.reuse_outputs = False
+        return loss * weight, logits
 
     def close(self) -> None:
         """Stop the worker threads (a closed network still works, serially or by reopening)."""
