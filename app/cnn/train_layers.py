@@ -9,6 +9,9 @@ Conventions match the single-image engine (app/cnn/im2col.py): conv weights are 
 cross-correlated with a zero-padded input, max pooling pads with -inf, average pooling counts pads
 as zeros (count_include_pad), flatten is row-major with channel fastest, dense is z = W x + b.
 Softmax is not a layer here: the loss takes the logits (see softmax_cross_entropy).
+
+Layers keep scratch arrays from call to call (Layer._buffer), so one layer object serves one
+thread at a time: the trainer's worker threads each get a `replica()`.
 """
 
 from __future__ import annotations

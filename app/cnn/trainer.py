@@ -7,7 +7,8 @@ steps gives the same numbers, and a trained spec runs unchanged in the single-im
 Training uses both cores by data parallelism: each worker thread runs forward and backward on
 its share of the mini-batch through its own copy of the layers (sharing the parameter arrays),
 with BLAS held to one thread meanwhile (threadpoolctl); NumPy releases the GIL in the big array
-operations, so the threads really run side by side. The gradients are summed before the step.
+operations, so the threads really run side by side (the calling thread takes the first share).
+The gradients are summed before the step.
 
 X : ndarray of shape (n_ex, height, width, channels), float32 in [0, 1]
 y : ndarray of shape (n_ex,), integer class labels in [0, n_classes)
