@@ -228,26 +228,44 @@ POOLS_OF_EVERY_KIND = NetworkSpec(
 )
 
 
-def plain_gradients(x: np.ndarray, y: np.ndarray) -> tuple[float, list[dict[str, np.ndarray]]]:
-    """Loss and grads of a fresh network by forward + backward, no training step involved."""
+def pool_net(bias_shift: float) -> TrainableNetwork:
+    """POOLS_OF_EVERY_KIND in float64 with every conv bias moved by bias_shift: a negative shift
+    leaves many pooling windows whose relu outputs are all 0 (dead windows)."""
     net = TrainableNetwork(POOLS_OF_EVERY_KIND, dtype=np.float64)
+    for params, _ in net.param_groups()[:-1]:
+        params["bias"] += bias_shift
+    return net
+
+
+def plain_gradients(
+    x: np.ndarray, y: np.ndarray, bias_shift: float
+) -> tuple[float, list[dict[str, np.ndarray]]]:
+    """Loss and grads of a fresh network by forward + backward, no training step involved."""
+    net = pool_net(bias_shift)
     loss, dlogits = softmax_cross_entropy(net.forward(x), y)
     net.backward(dlogits)
     return loss, [{k: g.copy() for k, g in grads.items()} for _, grads in net.param_groups()]
 
 
-def test_training_steps_in_kept_buffers_give_the_plain_gradients_at_any_batch_size() -> None:
+@pytest.mark.parametrize("bias_shift", [0.0, -0.4])
+def test_training_steps_give_the_plain_gradients_at_any_batch_size(bias_shift: float) -> None:
+    # A training step keeps its arrays in buffers and lets each max pool apply the relu mask of
+    # the conv below it; neither may change a single bit of the loss or the gradients.
     rng = np.random.default_rng(5)
-    net = TrainableNetwork(POOLS_OF_EVERY_KIND, dtype=np.float64)
+    net = pool_net(bias_shift)
     for n in (6, 3, 9, 9):  # grow, shrink, grow past the first size, repeat
         x, y = rng.random((n, 14, 14, 2)), rng.integers(0, 3, n)
+        first_conv_output = net.layers[0].forward(x)
+        dead = first_conv_output.reshape(n, 7, 2, 7, 2, 4).max(axis=(2, 4)) == 0
+        assert 0.05 < dead.mean() < 0.95 or bias_shift == 0.0  # dead windows really occur
         loss, _ = net.loss_and_backward(x, y)
-        expected_loss, expected = plain_gradients(x, y)
+        expected_loss, expected = plain_gradients(x, y, bias_shift)
         assert loss == expected_loss
         for (_, grads), want in zip(net.param_groups(), expected, strict=True):
             for name, g in grads.items():
                 np.testing.assert_array_equal(g, want[name])
     assert not any(layer.reuse_outputs for layer in net.layers)
+    assert not any(getattr(layer, "drop_dead_windows", False) for layer in net.layers)
 
 
 def test_outputs_handed_out_survive_later_training_steps() -> None:

@@ -162,6 +162,11 @@ class Conv2D(Layer):
     use col2im: each kernel offset adds its share back into one strided slice of the input.
     """
 
+    # Set during a training step when the layer above is a max pool that drops the gradient of
+    # windows whose maximum is 0 (MaxPool2D.drop_dead_windows): the only cells it sends gradient
+    # to are then ones where this relu's output is positive, and the relu mask can be skipped.
+    relu_done_above: bool = False
+
     def __init__(
         self,
         weights: np.ndarray,
@@ -282,8 +287,11 @@ class Conv2D(Layer):
         for i in range(0, n, step):
             count = min(step, n - i)
             dz_part = dz[i : i + count]  # (B, Ho, Wo, K)
-            if y is not None:  # relu: gradient flows where the output was positive
+            if y is not None and not self.relu_done_above:
+                # relu: gradient flows where the output was positive
                 np.multiply(dy[i : i + count], y[i : i + count] > 0, out=dz_part)
+            elif dy.flags.c_contiguous:
+                dz_part = dy[i : i + count]
             else:
                 np.copyto(dz_part, dy[i : i + count])
             dz_mat = dz_part.reshape(-1, k)  # (B*Ho*Wo, K)
@@ -338,6 +346,11 @@ class MaxPool2D(Layer):
     The gradient goes to the first maximum in scan order (row by row), as argmax would pick.
     """
 
+    # Set during a training step when the layer below is a conv with relu (see
+    # Conv2D.relu_done_above): windows whose maximum is <= 0 then pass no gradient at all, which
+    # is exactly what that relu's mask would do to it. Off, dL/dx is the plain max-pool gradient.
+    drop_dead_windows: bool = False
+
     def __init__(self, size: int, stride: int | None = None, padding: int = 0) -> None:
         super().__init__()
         self.size, self.stride, self.padding = size, stride or size, padding
@@ -372,18 +385,26 @@ class MaxPool2D(Layer):
         # (N, Ho, Wo, C): this window cell holds the first maximum / the maximum is not yet found
         winner = self._buffer("winner", y.shape, np.dtype(bool))
         unclaimed = self._buffer("unclaimed", y.shape, np.dtype(bool))
+        if self.drop_dead_windows:  # windows with no positive maximum are claimed from the start
+            alive = self._buffer("alive", y.shape, np.dtype(bool))
+            np.greater(y, 0, out=alive)
         for oy in range(f):
             for ox in range(f):
                 window = (slice(None), slice(oy, oy + span_h, s), slice(ox, ox + span_w, s))
                 np.equal(xp[window], y, out=winner)
                 if oy or ox:
                     winner &= unclaimed
+                elif self.drop_dead_windows:
+                    winner &= alive
                 if tiles:
                     np.multiply(dy, winner, out=dxp[window])
                 else:
                     np.add(dxp[window], dy, out=dxp[window], where=winner)
                 if not (oy or ox):
-                    np.logical_not(winner, out=unclaimed)
+                    if self.drop_dead_windows:
+                        np.logical_xor(alive, winner, out=unclaimed)
+                    else:
+                        np.logical_not(winner, out=unclaimed)
                 elif oy < f - 1 or ox < f - 1:
                     unclaimed ^= winner
         return _unpad(dxp, p)
