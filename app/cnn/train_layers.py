@@ -290,7 +290,7 @@ class Conv2D(Layer):
             if y is not None and not self.relu_done_above:
                 # relu: gradient flows where the output was positive
                 np.multiply(dy[i : i + count], y[i : i + count] > 0, out=dz_part)
-            elif dy.flags.c_contiguous:
+            elif dy.flags.c_contiguous and dy.dtype == dtype:  # no copy needed
                 dz_part = dy[i : i + count]
             else:
                 np.copyto(dz_part, dy[i : i + count])
