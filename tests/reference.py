@@ -139,10 +139,49 @@ def forward(network, image: np.ndarray) -> list[np.ndarray]:
     return outputs
 
 
-def assert_matches(actual: np.ndarray, expected: np.ndarray) -> None:
-    """float32 engine vs float64 reference: 1e-5 relative, atol 1e-5 of the largest magnitude."""
+def magnitudes(network, image: np.ndarray) -> list[np.ndarray]:
+    """For each layer, the size of what its values are sums of: the same network run on |x| with
+    |weights| and |biases| (windows take their largest magnitude, softmax twice its input's).
+
+    A float32 sum of terms that cancel is off by a few ulps of the terms, not of the result: this
+    is the scale a float32 result can honestly be held to (standard forward error analysis),
+    carried through the layers the way errors are. Vectorised NumPy: a tolerance, not a reference.
+    """
+    out = []
+    m = np.abs(np.asarray(image, dtype=np.float64))
+    for layer in network.layers:
+        spec = layer.spec
+        if isinstance(spec, ConvSpec):
+            f, s, p = layer.weights.shape[1], layer.stride, layer.padding
+            mp = np.pad(m, ((p, p), (p, p), (0, 0)))
+            windows = np.lib.stride_tricks.sliding_window_view(mp, (f, f), axis=(0, 1))[::s, ::s]
+            m = np.einsum("yxcij,kijc->yxk", windows, np.abs(layer.weights)) + np.abs(layer.bias)
+        elif isinstance(spec, PoolSpec):
+            size, stride, p = spec.size, spec.stride or spec.size, spec.padding
+            mp = np.pad(m, ((p, p), (p, p), (0, 0)))
+            windows = np.lib.stride_tricks.sliding_window_view(mp, (size, size), axis=(0, 1))
+            m = windows[::stride, ::stride].max(axis=(3, 4))
+        elif isinstance(spec, GlobalPoolSpec):
+            m = m.max(axis=(0, 1), keepdims=True)
+        elif isinstance(spec, FlattenSpec):
+            m = m.reshape(-1)
+        elif isinstance(spec, DenseSpec):
+            m = np.abs(layer.weights) @ m + np.abs(layer.bias)
+            if spec.activation == "softmax":
+                m = np.full_like(m, 2 * m.max())
+        out.append(m)  # relu: as its input
+    return out
+
+
+def assert_matches(
+    actual: np.ndarray, expected: np.ndarray, magnitude: np.ndarray | None = None
+) -> None:
+    """float32 engine vs float64 reference: 1e-5 relative, atol 1e-5 of the largest magnitude
+    (of the result, or of the terms it sums when `magnitude` (see magnitudes()) is given)."""
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
     scale = float(np.abs(expected).max()) if expected.size else 0.0
+    if magnitude is not None and magnitude.size:
+        scale = max(scale, float(magnitude.max()))
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5 * scale + 1e-12)
 
 
