@@ -170,8 +170,9 @@ class Settings(BaseSettings):
         64 * MB,
         ge=0,
         description=(
-            "Memory for rendered PNGs of layers and channels, in bytes (default 64 MiB); least "
-            "recently used images are dropped first and re-rendered on request. 0 disables it."
+            "Memory for rendered PNGs of layers and channels, and each layer's colour indices "
+            "(one byte a value), in bytes (default 64 MiB); least recently used entries are "
+            "dropped first and re-rendered on request. 0 disables it."
         ),
     )
 
