@@ -555,12 +555,13 @@ class TrainingJobs:
                 self._write(job)
 
     def shutdown(self, wait_seconds: float = 0.0) -> None:
-        """Cancel every running job (the app is stopping; nothing more is saved) and wait up to
+        """Stop every running job at its next batch, keeping the weights it reached (saved like
+        Cancel & save, so a restart does not throw the training away), and wait up to
         wait_seconds for their threads to end."""
         with self._lock:
             running = [job for job in self._jobs.values() if job.active]
             for job in running:
-                job.save_on_cancel = False
+                job.save_on_cancel = True
                 job.stop_reason = "shutdown"
                 job.cancel.set()
         deadline = time.monotonic() + wait_seconds
@@ -704,11 +705,10 @@ class TrainingJobs:
             accuracy = evaluate(result.spec, x_test, y_test).accuracy
         name = self._save(job, result.spec, accuracy, len(result.history))
         if result.cancelled:
-            why = (
-                f"the {budget:g} s training time limit was reached"
-                if reason == "time"
-                else "it was stopped"
-            )
+            why = {
+                "time": f"the {budget:g} s training time limit was reached",
+                "shutdown": "the server was stopping",
+            }.get(reason or "", "it was stopped")
             message = (
                 f"Stopped after {job.step} of {job.total_steps} steps because {why}; the weights "
                 f"so far were saved as {name!r} (test accuracy {accuracy:.1%})."

@@ -520,3 +520,8 @@ def test_stopping_the_app_stops_its_running_jobs(train_app) -> None:
         assert [j.job_id for j in running] == [job_id]
     assert not running[0].thread.is_alive()
     assert running[0].stop_reason == "shutdown"
+    # The weights reached so far are kept, like Cancel & save, and the job says why it stopped.
+    state = jobs.snapshot(running[0])
+    assert state["status"] == "cancelled" and state["saved_model"]
+    assert "because the server was stopping" in state["message"]
+    assert state["saved_model"] in app.state.model_registry.names()
