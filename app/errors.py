@@ -8,6 +8,7 @@ Routes raise; `install_error_handlers` answers. Nothing a client sends should re
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -129,7 +130,8 @@ _REQUEST_LOCS = ("body", "query", "path", "header", "cookie")
 
 
 def _shown(value: Any) -> str:
-    text = repr(value)
+    """A value as the client wrote it: JSON's true, false and null, else its repr, shortened."""
+    text = json.dumps(value) if value is None or isinstance(value, bool) else repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 

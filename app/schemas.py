@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from app.cnn.kernels import PRESET_KERNELS
@@ -44,6 +44,19 @@ def _rectangular(value: list | None, letters: str) -> list | None:
     return value
 
 
+def _not_a_bool(value: Any) -> Any:
+    """JSON true/false is not a count: Pydantic's lax mode would take it as 1/0."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("int_type", "must be a whole number")
+    return value
+
+
+# A whole number in a request: what `int` accepts (also "3"), except true and false.
+Int = Annotated[int, BeforeValidator(_not_a_bool)]
+# The same, at least 1 (the bound inside, so that it stays `minimum` in an optional field's schema).
+PositiveInt = Annotated[int, Field(ge=1), BeforeValidator(_not_a_bool)]
+
+
 class _Layer(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -53,9 +66,9 @@ class ConvLayer(_Layer):
     """K filters of size F x F x C sliding over the zero-padded input: [H, W, C] -> [Ho, Wo, K]."""
 
     type: Literal["conv"]
-    filters: int = Field(ge=1, description="K, the number of filters = output channels.")
-    kernel_size: int = Field(ge=1, description="F, the side of each square filter.")
-    stride: int = Field(1, ge=1, description="S, the step between filter positions.")
+    filters: Int = Field(ge=1, description="K, the number of filters = output channels.")
+    kernel_size: Int = Field(ge=1, description="F, the side of each square filter.")
+    stride: Int = Field(1, ge=1, description="S, the step between filter positions.")
     padding: int | Literal["same", "valid"] = Field(
         0,
         description=(
@@ -115,9 +128,9 @@ class ReluLayer(_Layer):
 
 
 class _PoolLayer(_Layer):
-    size: int = Field(ge=1, description="F, the side of the square window.")
-    stride: int | None = Field(None, ge=1, description="S, the step; defaults to size.")
-    padding: int = Field(
+    size: Int = Field(ge=1, description="F, the side of the square window.")
+    stride: PositiveInt | None = Field(None, description="S, the step; defaults to size.")
+    padding: Int = Field(
         0, ge=0, description="P, padding on every side; at most size/2 (max pads with -inf)."
     )
 
@@ -171,7 +184,7 @@ class DenseLayer(_Layer):
     """z = W x + b on a flat input [n] -> [units], then the activation."""
 
     type: Literal["dense"]
-    units: int = Field(ge=1, description="Output values.")
+    units: Int = Field(ge=1, description="Output values.")
     activation: Literal["none", "relu", "softmax"] = Field(
         "none", description="Applied to z; softmax turns the outputs into probabilities."
     )
@@ -245,9 +258,11 @@ class InputModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    height: int = Field(ge=1, description="Input height in pixels.")
-    width: int = Field(ge=1, description="Input width in pixels.")
-    channels: Literal[1, 3] = Field(description="3 for RGB, 1 for grayscale.")
+    height: Int = Field(ge=1, description="Input height in pixels.")
+    width: Int = Field(ge=1, description="Input width in pixels.")
+    channels: Annotated[Literal[1, 3], BeforeValidator(_not_a_bool)] = Field(
+        description="3 for RGB, 1 for grayscale."
+    )
 
 
 class NetworkSpecModel(BaseModel):
@@ -272,7 +287,7 @@ class NetworkSpecModel(BaseModel):
     )
 
     input: InputModel
-    seed: int = Field(0, ge=0, description="Seed of the weights that are not given.")
+    seed: Int = Field(0, ge=0, description="Seed of the weights that are not given.")
     layers: list[Layer] = Field(min_length=1, description="The layers, applied in order.")
 
     def to_engine(self) -> NetworkSpec:

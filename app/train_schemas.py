@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.saved_models import NAME_PATTERN
-from app.schemas import NetworkSpecModel
+from app.schemas import Int, NetworkSpecModel, PositiveInt
 
 JobState = Literal["queued", "running", "done", "cancelled", "failed"]
 FINAL_STATES: frozenset[str] = frozenset({"done", "cancelled", "failed"})
@@ -56,8 +56,8 @@ class TrainRequest(BaseModel):
         description='"digits": MNIST handwritten digits, 28x28x1, 10 classes; "shapes": '
         "generated shapes, 32x32x3, 5 classes."
     )
-    epochs: int = Field(5, ge=1, description="Passes over the training images (<= the limit).")
-    batch_size: int = Field(32, ge=1, description="Images per optimisation step (<= the limit).")
+    epochs: Int = Field(5, ge=1, description="Passes over the training images (<= the limit).")
+    batch_size: Int = Field(32, ge=1, description="Images per optimisation step (<= the limit).")
     learning_rate: float = Field(
         0.001,
         gt=0,
@@ -70,9 +70,8 @@ class TrainRequest(BaseModel):
     schedule: Literal["cosine", "constant"] = Field(
         "cosine", description="Learning rate over the run: cosine decay to 0, or constant."
     )
-    max_examples: int | None = Field(
+    max_examples: PositiveInt | None = Field(
         None,
-        ge=1,
         description="Train on at most this many images (a seeded sample; the test set is cut "
         "the same way); null = as many as the server allows (train_max_examples).",
     )
@@ -82,7 +81,7 @@ class TrainRequest(BaseModel):
         description="Name to save the model under (letters, digits, - and _; at most 64). A "
         "taken name is refused (409); null picks a free one such as my-digits-2.",
     )
-    seed: int = Field(0, ge=0, description="Seed of the shuffling and the data sample.")
+    seed: Int = Field(0, ge=0, description="Seed of the shuffling and the data sample.")
 
 
 class EpochPoint(BaseModel):

@@ -163,6 +163,9 @@ async def test_dense_on_a_3d_input_suggests_a_flatten(client):
         ({"type": "conv", "kernel_size": 3}, "filters", "filters is required"),
         ({"type": "conv", "filters": "many", "kernel_size": 3}, "filters", "valid integer"),
         ({"type": "conv", "filters": 0, "kernel_size": 3}, "filters", "greater than or equal"),
+        # JSON true is not 1 (Pydantic's lax mode would take it), and the message says "true".
+        ({"type": "conv", "filters": True, "kernel_size": 3}, "filters", "filters true must be"),
+        ({"type": "maxpool", "size": 2, "stride": False}, "stride", "stride false must be"),
         ({"type": "conv", "filters": 2, "kernel_size": 3, "stide": 2}, "stide", "'stride'"),
         ({"type": "conv", "filters": 2, "kernel_size": 3, "padding": "full"}, "padding", "same"),
         ({"type": "dense", "units": 2, "activation": "tanh"}, "activation", "'softmax'"),
@@ -180,6 +183,20 @@ async def test_a_malformed_layer_is_422_naming_its_index_and_field(client, layer
     assert err["layer"] == 1 and err["field"] == field
     assert text in err["message"] + " " + (err["suggestion"] or "")
     assert set(err) == {"layer", "field", "message", "suggestion"}
+
+
+async def test_booleans_are_not_counts_anywhere_in_a_request(client):
+    for where, value in (("channels", True), ("height", False)):
+        body = with_layers({"type": "relu"})
+        body["input"][where] = value
+        err = detail(await client.post(f"{API}/shapes", json=body))["errors"][0]
+        assert err["field"] == f"input.{where}" and "must be a whole number" in err["message"]
+    body = {**with_layers({"type": "relu"}), "seed": True}
+    assert detail(await client.post(f"{API}/shapes", json=body))["errors"][0]["field"] == "seed"
+    # Numbers written as strings are still read, as before (compatible).
+    body = with_layers({"type": "conv", "filters": "3", "kernel_size": 3})
+    r = await client.post(f"{API}/shapes", json=body)
+    assert r.status_code == 200 and r.json()["layers"][0]["output_shape"][2] == 3
 
 
 async def test_a_ragged_weights_array_is_one_problem_not_one_per_number(client):

@@ -346,6 +346,8 @@ async def test_limits_and_malformed_requests_are_422_naming_the_field(client) ->
         {"dataset": "cifar"},
         {"optimizer": "rmsprop"},
         {"epochs": 0},
+        {"epochs": True},  # JSON true is not a count
+        {"max_examples": False},
         {"learning_rate": 0},
         {"momentum": 1.5},
         {"surprise": 1},
