@@ -178,12 +178,14 @@ class Settings(BaseSettings):
 
     # -- CPU work and overload -------------------------------------------------------------------
     cpu_workers: int = Field(
-        default_factory=cpu_cores,
+        # `workers` is declared above, so it is already validated here.
+        default_factory=lambda data: max(1, cpu_cores() // data["workers"]),
         ge=1,
         description=(
             "Threads doing the server's CPU work (decoding uploads, forward passes, rendering "
-            "PNGs, .npy files and explanations) at once (default: the number of CPU cores this "
-            "process may use). Further requests wait in the cpu_queue."
+            "PNGs, .npy files and explanations) at once, in each worker process (default: the "
+            "CPU cores this process may use, divided among the `workers`, at least 1). Further "
+            "requests wait in the cpu_queue."
         ),
     )
     cpu_queue: int = Field(

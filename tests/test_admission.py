@@ -182,8 +182,14 @@ async def test_a_forward_over_its_budget_is_504_and_its_work_is_dropped(
     assert len(app.state.run_store) == 0  # its result was never kept as a run
 
 
-def test_the_pool_defaults_to_the_cores_this_process_may_use():
-    assert Settings().cpu_workers == len(os.sched_getaffinity(0))
+def test_the_pool_defaults_to_the_cores_this_process_may_use_shared_by_the_workers(monkeypatch):
+    cores = len(os.sched_getaffinity(0))
+    assert Settings().cpu_workers == cores
+    assert Settings(workers=2).cpu_workers == max(1, cores // 2)
+    assert Settings(workers=4 * cores).cpu_workers == 1
+    monkeypatch.setenv("CNN_EXPLORER_WORKERS", "2")
+    assert Settings().cpu_workers == max(1, cores // 2)
+    assert Settings(cpu_workers=3).cpu_workers == 3  # set explicitly, it is kept
 
 
 def blas_threads() -> set[int]:
