@@ -222,7 +222,8 @@ def training_status(job_id: str, request: Request, jobs: JobsDep) -> TrainStatus
 )
 async def training_events(job_id: str, request: Request, jobs: JobsDep) -> StreamingResponse:
     """The job's progress as server-sent events, until it ends."""
-    job = jobs.get(job_id)
+    # Once per stream, in a thread: another process's job is found by reading its file.
+    job = await asyncio.to_thread(jobs.get, job_id)
 
     async def read(what: Callable[[TrainingJob], T]) -> T:
         # Another process's job is read from its file (and its owner checked under a file
