@@ -133,9 +133,7 @@ def flat_indices(a1d: np.ndarray, diverging: bool) -> np.ndarray:
 
 def render_flat(a1d: np.ndarray, *, diverging: bool | None = None) -> bytes:
     """A flat layer [n] -> PNG: a 1-row strip (n <= 64) or an about square tile."""
-    a = np.asarray(a1d).reshape(-1)
-    div = _is_diverging(a, diverging)
-    return _png(flat_indices(a, div), DIVERGING_PALETTE if div else VIRIDIS_PALETTE)
+    return encode_grid(layer_colours(np.asarray(a1d).reshape(-1), diverging))
 
 
 def render_grid(a3d: np.ndarray, *, diverging: bool | None = None, gap: int = 1) -> bytes:
@@ -144,12 +142,9 @@ def render_grid(a3d: np.ndarray, *, diverging: bool | None = None, gap: int = 1)
     a3d : ndarray of shape (H, W, C), or (n,) for a flat layer (rendered by render_flat).
     """
     a = np.asarray(a3d)
-    if a.ndim == 1:
-        return render_flat(a, diverging=diverging)
-    if a.ndim != 3:
+    if a.ndim not in (1, 3):
         raise ValueError(f"render_grid needs (H, W, C) or (n,), got shape {a.shape}")
-    div = _is_diverging(a, diverging)
-    return _png(tile(colour_indices(a, div), gap), DIVERGING_PALETTE if div else VIRIDIS_PALETTE)
+    return encode_grid(layer_colours(a, diverging), gap)
 
 
 @dataclass(frozen=True)
@@ -177,12 +172,13 @@ class LayerColours:
         return self.indices.shape[2] if self.indices.ndim == 3 else 1
 
 
-def layer_colours(a: np.ndarray) -> LayerColours:
-    """Colour a layer's output (H, W, C) or (n,) once: the diverging map if any value is < 0."""
+def layer_colours(a: np.ndarray, diverging: bool | None = None) -> LayerColours:
+    """Colour a layer's output (H, W, C) or (n,) once. diverging : force the diverging map on
+    or off; None (the default) uses it when any value is < 0."""
     a = np.asarray(a)
     if a.ndim not in (1, 3):
         raise ValueError(f"layer_colours needs (H, W, C) or (n,), got shape {a.shape}")
-    div = _is_diverging(a, None)
+    div = _is_diverging(a, diverging)
     indices = flat_indices(a, div) if a.ndim == 1 else colour_indices(a, div)
     return LayerColours(indices, div)
 
