@@ -1,5 +1,7 @@
 """The fast kernels against the slow loop references in tests/reference.py."""
 
+import io
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -171,3 +173,42 @@ def test_softmax_is_stable_for_huge_logits():
     p = softmax(np.array([1000.0, 1001.0, -1000.0], np.float32))
     assert np.all(np.isfinite(p))
     np.testing.assert_allclose(p, ref.softmax(np.array([0.0, 1.0, -2000.0])), rtol=1e-6)
+
+
+@pytest.mark.parametrize("stride, padding", [(1, 1), (2, 1), (3, 0)])
+@pytest.mark.parametrize("budget", [1, 5000, im2col.COLUMN_BUDGET_BYTES])
+def test_channels_first_and_channels_last_columns_give_the_same_conv(
+    monkeypatch, stride, padding, budget
+):
+    # Each input takes one route by default; forcing the other must not change the result.
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((17, 12, 6)).astype(np.float32)
+    wt = rng.standard_normal((5, 3, 3, 6)).astype(np.float32)
+    b = rng.standard_normal(5).astype(np.float32)
+    monkeypatch.setattr(im2col, "COLUMN_BUDGET_BYTES", budget)
+    routes = {}
+    for first in (True, False):
+        monkeypatch.setattr(im2col, "CHANNELS_FIRST_BELOW", 10**6 if first else 0)
+        monkeypatch.setattr(im2col, "CHANNELS_FIRST_MAX_CHANNELS", 10**6 if first else 0)
+        routes[first] = conv2d(x, wt, b, stride, padding)
+    expected = ref.conv(x, wt, b, stride, padding)
+    ref.assert_matches(routes[True], expected)
+    ref.assert_matches(routes[False], expected)
+    assert routes[True].shape == routes[False].shape == expected.shape
+
+
+def test_a_channels_first_result_is_a_view_that_behaves_like_an_array():
+    # Stride 1 over 3 channels: computed on the padded width, returned as a view of it.
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((9, 7, 3)).astype(np.float32)
+    wt = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    out = conv2d(x, wt, np.zeros(4, np.float32), 1, 1)
+    assert out.shape == (9, 7, 4)
+    expected = ref.conv(x, wt, np.zeros(4), 1, 1)
+    buf = io.BytesIO()
+    np.save(buf, out)
+    buf.seek(0)
+    ref.assert_matches(np.load(buf), expected)
+    ref.assert_matches(out.reshape(-1), expected.reshape(-1))
+    relu_(out)
+    ref.assert_matches(out, np.maximum(expected, 0))

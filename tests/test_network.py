@@ -71,15 +71,14 @@ def test_a_sum_that_cancels_is_held_to_the_size_of_its_terms():
     # Found by hypothesis: conv, conv, avg pool, conv, global avg pool, two 1-unit dense layers.
     # The last values (about 0.007 and 0.009) are what is left of terms over 10^5 times larger,
     # so float32 gets them within 2e-5 of themselves, far inside 1e-5 of their terms; held to
-    # the size of the result alone, the exact engine fails.
+    # the size of the result alone, the engine passes or fails by the luck of its rounding
+    # (it failed before the channels-first conv changed its order of summation).
     seed = 145490
     spec = ref.random_network_spec(np.random.default_rng(seed))
     network = build_network(spec)
     image = image_for(spec, seed)
     last, expected = network.forward(image)[-1], ref.forward(network, image)[-1]
     scale = ref.magnitudes(network, image)[-1]
-    with pytest.raises(AssertionError):
-        ref.assert_matches(last, expected)
     ref.assert_matches(last, expected, scale)
     assert float(scale.max()) > 100 * abs(float(expected[0]))
     check_against_reference(spec, seed)

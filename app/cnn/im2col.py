@@ -16,12 +16,19 @@ from numpy.lib.stride_tricks import as_strided
 # is 10 calls, not 43 as with 1 MiB), small enough that the columns are read back from cache.
 COLUMN_BUDGET_BYTES = 4 * 2**20
 
-# Kernel rows shorter than this many values (F*C, e.g. 3x3 or 7x7 over RGB) take the
-# channels-first route when the output is big enough to repay the transposed copy of the input:
-# copying runs of F*C values from a channels-last image is slow when they are that short, while in
-# channels-first order each column row is a run of a whole output row.
+# Kernel rows shorter than this many values (F*C, e.g. 3x3 or 7x7 over RGB), and inputs of at
+# most CHANNELS_FIRST_MAX_CHANNELS channels at stride 1, take the channels-first route: copying
+# runs of F*C values from a channels-last image is slow when they are that short, while channels
+# first each column row is one long run. With more channels the channels-last columns measured as
+# fast or faster (the GEMM on them is better shaped).
 CHANNELS_FIRST_BELOW = 32
-CHANNELS_FIRST_MIN_CELLS = 64 * 64
+CHANNELS_FIRST_MAX_CHANNELS = 8
+
+
+def _channels_first(f: int, c: int, stride: int) -> bool:
+    if f == 1:
+        return False  # no columns needed (or a strided 1x1 pick): see conv2d
+    return f * c < CHANNELS_FIRST_BELOW or (stride == 1 and c <= CHANNELS_FIRST_MAX_CHANNELS)
 
 
 def _output_length(n: int, f: int, p: int, s: int) -> int:
@@ -105,18 +112,19 @@ def _conv_channels_last(
 
 def _phase_planes(
     x: np.ndarray, f: int, stride: int, padding: int, ho: int, wo: int
-) -> tuple[np.ndarray, int]:
-    """The zero-padded input, channels first, split into its S*S stride phases.
+) -> tuple[np.ndarray, int, int]:
+    """The zero-padded input, channels first, split into its S*S stride phases, each flattened.
 
-    x (H, W, C) -> planes (P, P, C, Hq, Wq) with P = min(S, F), where
-    planes[py, px, c, i, j] = xpad[S*i + py, S*j + px, c], and Hq, Wq just cover the output.
-    With stride 1 this is simply the padded image transposed to (C, H + 2P, W + 2P).
+    x (H, W, C) -> (planes (P, P, C, Hq * Wq + slack), Hq, Wq) with P = min(S, F), where
+    planes[py, px, c, i * Wq + j] = xpad[S*i + py, S*j + px, c], and Hq, Wq just cover the
+    output. With stride 1 this is simply the padded image transposed to (C, H + 2P, W + 2P).
+    The zero slack lets the last column row run past the end of a plane (see below).
     """
     h, w, c = x.shape
     phases = min(stride, f)
     reach = -(-f // stride)  # kernel taps per phase, at most
     hq, wq = ho + reach - 1, wo + reach - 1
-    planes = np.empty((phases, phases, c, hq, wq), dtype=np.float32)
+    planes = np.zeros((phases, phases, c, hq * wq + reach), dtype=np.float32)
     for py in range(phases):
         i0 = max(0, -(-(padding - py) // stride))  # first phase row that lies inside x
         y0 = stride * i0 + py - padding  # ... and the row of x it holds
@@ -125,67 +133,67 @@ def _phase_planes(
             j0 = max(0, -(-(padding - px) // stride))
             x0 = stride * j0 + px - padding
             nj = max(0, min(wq - j0, -(-(w - x0) // stride)))
-            plane = planes[py, px]
-            plane[:, :i0] = 0.0
-            plane[:, i0 + ni :] = 0.0
-            plane[:, i0 : i0 + ni, :j0] = 0.0
-            plane[:, i0 : i0 + ni, j0 + nj :] = 0.0
             if ni and nj:
-                inside = x[
+                plane = planes[py, px, :, : hq * wq].reshape(c, hq, wq)
+                plane[:, i0 : i0 + ni, j0 : j0 + nj] = x[
                     y0 : y0 + stride * (ni - 1) + 1 : stride,
                     x0 : x0 + stride * (nj - 1) + 1 : stride,
-                ]
-                plane[:, i0 : i0 + ni, j0 : j0 + nj] = inside.transpose(2, 0, 1)
-    return planes, phases
+                ].transpose(2, 0, 1)
+    return planes, hq, wq
 
 
 def _conv_channels_first(
-    x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, padding: int, out: np.ndarray
-) -> None:
-    """im2col with one column per output cell, built row by row from channels-first planes.
+    x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, padding: int
+) -> np.ndarray:
+    """im2col with one column per "wide" output cell, each column row one contiguous copy.
 
-    x (H, W, C), w (K, F, F, C), b (K,); writes out (Ho, Wo, K). Column rows are grouped by
-    stride phase (py, px), then (c, a, b) for the tap (fy, fx) = (S*a + py, S*b + px); each is a
-    copy of Wo contiguous values per output row, whatever the stride. A last row of ones meets the
-    bias row of the weight matrix.
+    x (H, W, C), w (K, F, F, C), b (K,) -> (Ho, Wo, K), a view of a (Ho, Wq, K) array.
+    Output cells are computed on the phase planes' full width Wq (Wq - Wo more per row, whose
+    values are thrown away): then, for the tap (fy, fx) = (S*a + py, S*b + px) and channel c,
+    the values that all the cells of output rows top..top+n read form one contiguous run of a
+    flat plane, starting at (top + a) * Wq + b. So a chunk's columns are a copy of F*F*C runs of
+    n * Wq values rather than one short run per output row. Column rows are grouped by stride
+    phase, then (c, a, b); a last row of ones meets the bias row of the weight matrix.
+    Returning the view saves copying the output out of the wide array, which cost as much as
+    the layout gains.
     """
-    ho, wo, k = out.shape
-    f, c = w.shape[1], w.shape[3]
-    planes, phases = _phase_planes(x, f, stride, padding, ho, wo)
-    hq, wq = planes.shape[3:]
+    k, f, c = w.shape[0], w.shape[1], w.shape[3]
+    ho = _output_length(x.shape[0], f, padding, stride)
+    wo = _output_length(x.shape[1], f, padding, stride)
+    planes, hq, wq = _phase_planes(x, f, stride, padding, ho, wo)
+    phases = planes.shape[0]
     s_item = planes.itemsize
-    s_y, s_c = wq * s_item, hq * wq * s_item
+    s_plane = planes.shape[3] * s_item
     w_blocks, sources = [], []
     for py in range(phases):
         for px in range(phases):
             taps = w[:, py::stride, px::stride, :]  # (K, A, B, C)
             na, nb = taps.shape[1:3]
             w_blocks.append(taps.transpose(3, 1, 2, 0).reshape(c * na * nb, k))
-            # (C, A, B, Ho, Wo) view: out cell (y, x) reads plane[c, y + a, x + b].
-            view = as_strided(
-                planes[py, px],
-                shape=(c, na, nb, ho, wo),
-                strides=(s_c, s_y, s_item, s_y, s_item),
-                writeable=False,
-            )
-            sources.append(view)
+            sources.append((planes[py, px], na, nb))
     w_aug = np.concatenate([*w_blocks, b.reshape(1, k)])  # (F*F*C + 1, K)
     depth = w_aug.shape[0]
-    rows = _rows_per_chunk(ho, wo * depth * 4)
-    cols = _column_buffer((depth, rows * wo))  # reused by every chunk
+    out = np.empty((ho, wq, k), dtype=np.float32)
+    rows = _rows_per_chunk(ho, wq * depth * 4)
+    cols = _column_buffer((depth, rows * wq))  # reused by every chunk
     cols[-1] = 1.0
     for top in range(0, ho, rows):
         n = min(rows, ho - top)
+        cells = n * wq
         start = 0
-        for view in sources:
-            stop = start + view.shape[0] * view.shape[1] * view.shape[2]
-            np.copyto(
-                cols[start:stop, : n * wo].reshape(*view.shape[:3], n, wo),
-                view[:, :, :, top : top + n],
+        for plane, na, nb in sources:
+            stop = start + c * na * nb
+            runs = as_strided(  # (C, A, B, cells): run (c, a, b) starts at (top + a) * Wq + b
+                plane[:, top * wq :],
+                shape=(c, na, nb, cells),
+                strides=(s_plane, wq * s_item, s_item, s_item),
+                writeable=False,
             )
+            np.copyto(cols[start:stop, :cells].reshape(c, na, nb, cells), runs)
             start = stop
-        # cols[:, :n*wo].T is column-major with a leading dimension BLAS accepts: no copy.
-        np.matmul(cols[:, : n * wo].T, w_aug, out=out[top : top + n].reshape(n * wo, k))
+        # cols[:, :cells].T is column-major with a leading dimension BLAS accepts: no copy.
+        np.matmul(cols[:, :cells].T, w_aug, out=out[top : top + n].reshape(cells, k))
+    return out[:, :wo]
 
 
 def conv2d(
@@ -196,7 +204,8 @@ def conv2d(
     x : ndarray of shape (H, W, C)
     w : ndarray of shape (K, F, F, C)
     b : ndarray of shape (K,)
-    Returns ndarray of shape (Ho, Wo, K), float32, Ho = (H - F + 2P) // S + 1 (same for width).
+    Returns ndarray of shape (Ho, Wo, K), float32, Ho = (H - F + 2P) // S + 1 (same for width);
+    from the channels-first route a view with a longer row stride, not C-contiguous.
     One BLAS matmul per chunk of output rows; 1x1 kernels without padding need no columns at all.
     """
     k, f, f2, c = w.shape
@@ -210,14 +219,14 @@ def conv2d(
     x = np.asarray(x, dtype=np.float32)
     w = np.asarray(w, dtype=np.float32)
     b = np.asarray(b, dtype=np.float32).reshape(k)
+    if _channels_first(f, c, stride):
+        return _conv_channels_first(x, w, b, stride, padding)
     out = np.empty((ho, wo, k), dtype=np.float32)
     if f == 1 and padding == 0:
         # The input already is the column matrix (one row per pixel): no copy to make.
         cells = x[::stride, ::stride].reshape(ho * wo, c)
         np.matmul(cells, w.reshape(k, c).T, out=out.reshape(ho * wo, k))
         out += b
-    elif f * c < CHANNELS_FIRST_BELOW and ho * wo >= CHANNELS_FIRST_MIN_CELLS:
-        _conv_channels_first(x, w, b, stride, padding, out)
     else:
         _conv_channels_last(x, w, b, stride, padding, out)
     return out
