@@ -212,3 +212,30 @@ def test_a_channels_first_result_is_a_view_that_behaves_like_an_array():
     ref.assert_matches(out.reshape(-1), expected.reshape(-1))
     relu_(out)
     ref.assert_matches(out, np.maximum(expected, 0))
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(), (0, 3), (7,), (5, 4, 3), (300, 300, 4), (1, 2**18 + 5), (3, 2**18 + 1, 1)],
+)
+def test_relu_matches_the_definition_for_any_shape_and_layout(shape):
+    # The chunked route, a row bigger than the zero block, empty and 0-d arrays, and a view.
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal(shape).astype(np.float32)
+    expected = np.where(x > 0, x, np.float32(0))
+    got = im2col.relu(x)
+    assert got.dtype == np.float32 and got.shape == x.shape
+    np.testing.assert_array_equal(got, expected)
+    if x.ndim >= 2 and x.shape[1] > 1:
+        view = x[:, ::2]
+        np.testing.assert_array_equal(im2col.relu(view), np.where(view > 0, view, 0))
+    inplace = x.copy()
+    assert relu_(inplace) is inplace
+    np.testing.assert_array_equal(inplace, expected)
+
+
+def test_relu_keeps_nan_and_infinities_as_max_does():
+    x = np.array([np.nan, -np.nan, np.inf, -np.inf, -0.0, 0.0, -1.0, 2.5], np.float32)
+    got = im2col.relu(x)
+    np.testing.assert_array_equal(got, np.maximum(x, np.float32(0)))
+    assert np.isnan(got[:2]).all() and got[2] == np.inf and got[3] == 0

@@ -2,7 +2,7 @@
 
 from .errors import ExplainError, LayerIssue, SpecError
 from .explain import explain
-from .im2col import conv2d, pool2d, relu_, softmax
+from .im2col import conv2d, pool2d, relu, relu_, softmax
 from .kernels import PRESET_KERNELS, he_normal, preset_weights
 from .layers import (
     ConvLayer,
@@ -72,6 +72,7 @@ __all__ = [
     "output_size",
     "pool2d",
     "preset_weights",
+    "relu",
     "relu_",
     "resolve_padding",
     "softmax",

@@ -267,9 +267,34 @@ def pool2d(
     return out
 
 
+# NumPy's maximum against a scalar skips its SIMD loop (about 0.3 ns a value here); against an
+# array of zeros it takes it (0.08 ns). So ReLU reads a shared zero block, chunk by chunk.
+_ZEROS = np.zeros(2**18, dtype=np.float32)
+_ZEROS.flags.writeable = False
+
+
+def _max_with_zero(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = max(x, 0) element by element (NaN stays NaN, as np.maximum does); x float32."""
+    if x.ndim == 0 or x.size == 0:
+        return np.maximum(x, np.float32(0), out=out)
+    row = x.size // x.shape[0]
+    rows = _ZEROS.size // row if row else 0
+    if rows == 0:  # one row bigger than the zero block: the scalar loop is still right
+        return np.maximum(x, np.float32(0), out=out)
+    for top in range(0, x.shape[0], rows):
+        part = x[top : top + rows]
+        np.maximum(part, _ZEROS[: part.size].reshape(part.shape), out=out[top : top + rows])
+    return out
+
+
+def relu(x: np.ndarray) -> np.ndarray:
+    """max(x, 0) as a new C-contiguous float32 array of x's shape (x float32, any layout)."""
+    return _max_with_zero(x, np.empty(x.shape, dtype=np.float32))
+
+
 def relu_(x: np.ndarray) -> np.ndarray:
-    """Clamp negatives to zero in place and return x (any shape)."""
-    return np.maximum(x, 0, out=x)
+    """Clamp negatives to zero in place and return x (float32, any shape)."""
+    return _max_with_zero(x, x)
 
 
 def softmax(z: np.ndarray) -> np.ndarray:

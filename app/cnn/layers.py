@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .im2col import conv2d, pool2d, relu_, softmax
+from .im2col import conv2d, pool2d, relu, relu_, softmax
 from .kernels import he_normal, preset_weights
 from .shapes import LayerShape, resolve_padding
 from .spec import (
@@ -71,7 +71,7 @@ class ReluLayer(Layer):
     """max(x, 0) element by element; any shape."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        return np.maximum(x, np.float32(0))
+        return relu(np.asarray(x, dtype=np.float32))
 
 
 class PoolLayer(Layer):

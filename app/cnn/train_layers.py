@@ -21,6 +21,8 @@ import copy
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .im2col import relu_
+
 
 def _output_length(n: int, f: int, p: int, s: int) -> int:
     return (n - f + 2 * p) // s + 1
@@ -255,7 +257,7 @@ class Conv2D(Layer):
             out = y[i : i + count].reshape(-1, k)  # (B*Ho*Wo, K)
             np.matmul(self._columns(xp, i, count, ho, wo), w_cols, out=out)
             if self.relu:
-                np.maximum(out, 0, out=out)  # while the chunk is in cache
+                relu_(out)  # while the chunk is in cache
         self._cache = (xp, x.shape, y if self.relu else None)
         return y
 
@@ -518,7 +520,7 @@ class Dense(Layer):
         x = x.astype(w.dtype, copy=False)
         y = x @ w.T + b  # (N, U)
         if self.relu:
-            np.maximum(y, 0, out=y)
+            relu_(y)
         self._cache = (x, y if self.relu else None)
         return y
 
