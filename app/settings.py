@@ -6,6 +6,7 @@ these), so say what the limit protects and what a person sees when they hit it.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -31,6 +32,18 @@ def cpu_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def server_processes(workers: int) -> int:
+    """How many server processes share this machine: the workers setting, uvicorn's and
+    gunicorn's WEB_CONCURRENCY, or at least 2 when this process was spawned by a supervisor
+    (uvicorn --workers N runs each worker as a multiprocessing child and says not how many; a
+    lone server has no parent process)."""
+    declared = os.environ.get("WEB_CONCURRENCY", "")
+    count = max(workers, int(declared) if declared.isdigit() else 1)
+    if count == 1 and multiprocessing.parent_process() is not None:
+        count = 2
+    return count
 
 
 class Settings(BaseSettings):
@@ -179,12 +192,13 @@ class Settings(BaseSettings):
     # -- CPU work and overload -------------------------------------------------------------------
     cpu_workers: int = Field(
         # `workers` is declared above, so it is already validated here.
-        default_factory=lambda data: max(1, cpu_cores() // data["workers"]),
+        default_factory=lambda data: max(1, cpu_cores() // server_processes(data["workers"])),
         ge=1,
         description=(
             "Threads doing the server's CPU work (decoding uploads, forward passes, rendering "
             "PNGs, .npy files and explanations) at once, in each worker process (default: the "
-            "CPU cores this process may use, divided among the `workers`, at least 1). Further "
+            "CPU cores this process may use, divided among the server's processes: `workers`, "
+            "WEB_CONCURRENCY, or at least 2 under `uvicorn --workers`; at least 1). Further "
             "requests wait in the cpu_queue."
         ),
     )

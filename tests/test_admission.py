@@ -17,6 +17,7 @@ import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import app.routers.forward as forward_module
+import app.settings as settings_module
 from app.admission import AdmissionGate, OverloadedError
 from app.settings import Settings
 from tests.conftest import WORKED_EXAMPLE, client_for
@@ -190,6 +191,20 @@ def test_the_pool_defaults_to_the_cores_this_process_may_use_shared_by_the_worke
     monkeypatch.setenv("CNN_EXPLORER_WORKERS", "2")
     assert Settings().cpu_workers == max(1, cores // 2)
     assert Settings(cpu_workers=3).cpu_workers == 3  # set explicitly, it is kept
+
+
+def test_the_pool_is_shared_by_workers_that_uvicorn_or_gunicorn_started(monkeypatch):
+    # `uvicorn --workers N` or gunicorn, without the cnn-explorer command setting `workers`.
+    monkeypatch.setattr(settings_module, "cpu_cores", lambda: 8)
+    monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
+    assert Settings().cpu_workers == 8
+    monkeypatch.setenv("WEB_CONCURRENCY", "4")
+    assert Settings().cpu_workers == 2
+    monkeypatch.delenv("WEB_CONCURRENCY")
+    # A uvicorn worker is a multiprocessing child; how many siblings it has is not said.
+    monkeypatch.setattr(settings_module.multiprocessing, "parent_process", lambda: object())
+    assert Settings().cpu_workers == 4
+    assert Settings(workers=8).cpu_workers == 1
 
 
 def blas_threads() -> set[int]:

@@ -13,14 +13,12 @@ run_ttl_seconds, and answers an unknown or dropped run with the same 404.
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from app.run_stores.disk import DiskRunStore
 from app.runs import MemoryRunStore, RunStore
-from app.settings import Settings
+from app.settings import Settings, server_processes
 
 log = logging.getLogger("cnn_explorer")
 
@@ -28,14 +26,8 @@ __all__ = ["DiskRunStore", "describe_run_store", "open_run_store", "resolve_run_
 
 
 def worker_processes(settings: Settings) -> int:
-    """How many server processes may share runs: the workers setting, uvicorn's and gunicorn's
-    WEB_CONCURRENCY, or 2 when this process was spawned by a supervisor (uvicorn --workers N
-    runs each worker as a multiprocessing child; a lone server has no parent process)."""
-    declared = os.environ.get("WEB_CONCURRENCY", "")
-    count = max(settings.workers, int(declared) if declared.isdigit() else 1)
-    if count == 1 and multiprocessing.parent_process() is not None:
-        count = 2
-    return count
+    """How many server processes may share runs (see app.settings.server_processes)."""
+    return server_processes(settings.workers)
 
 
 def resolve_run_store(settings: Settings) -> str:
