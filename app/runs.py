@@ -62,7 +62,17 @@ class Run:
             for a in (getattr(layer, "weights", None), getattr(layer, "bias", None))
             if a is not None
         )
-        self.nbytes = int(self.input.nbytes + sum(o.nbytes for o in self.outputs) + weights)
+        arrays = sum(_held_bytes(a) for a in (self.input, *self.outputs))
+        self.nbytes = int(arrays + weights)
+
+
+def _held_bytes(a: np.ndarray) -> int:
+    """The memory an array keeps alive: a view holds its whole base (a conv output computed on
+    the padded width is a view of a wider array)."""
+    base = a.base
+    while isinstance(base, np.ndarray) and base.base is not None:
+        base = base.base
+    return max(a.nbytes, base.nbytes) if isinstance(base, np.ndarray) else a.nbytes
 
 
 def describe_ttl(seconds: float) -> str:

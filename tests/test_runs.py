@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from app.cnn import InputSpec, NetworkSpec, ReluSpec, build_network
+from app.cnn import ConvSpec, InputSpec, NetworkSpec, ReluSpec, build_network
 from app.errors import RunNotFoundError, RunTooLargeError
 from app.runs import MemoryRunStore, RenderCache, Run, describe_ttl
 
@@ -33,6 +33,21 @@ def make_run(run_id: str, values: int = 16) -> Run:
 
 def test_a_run_counts_the_bytes_of_its_input_and_outputs():
     assert make_run("a", values=100).nbytes == 4 * 16 + 4 * 100
+
+
+def test_a_run_counts_the_whole_array_a_view_keeps_alive():
+    # A conv computed on the padded width returns a view; the run holds the wider array.
+    x = np.zeros((4, 4, 1), np.float32)
+    wide = np.zeros((10, 14, 3), np.float32)
+    run = Run("v", NETWORK, x, [wide[:, :10], wide[2:, 1:][::2]])
+    assert run.nbytes == 4 * 16 + 2 * wide.nbytes
+    conv = build_network(
+        NetworkSpec(InputSpec(9, 9, 3), (ConvSpec(filters=2, kernel_size=5, padding=2),))
+    )
+    image = np.ones((9, 9, 3), np.float32)
+    out = conv.forward(image)[0]
+    assert out.shape == (9, 9, 2)
+    assert Run("c", conv, image, [out]).nbytes >= image.nbytes + out.nbytes
 
 
 def test_put_then_get_returns_the_same_run():
