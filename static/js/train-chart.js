@@ -98,7 +98,11 @@ export function drawLoss(canvas, status) {
   const batches = status.batch_losses;
   const tests = status.history.map((e) => e.test_loss).filter((v) => v !== null);
   const top = Math.max(1e-6, ...batches.map(([, v]) => v), ...tests) * 1.05;
-  const { x, y } = frame(ctx, w, h, c, { steps: status.total_steps, top, ticks: 4, label: (v) => fmt(v, 2) });
+  // Before the first loss there is no scale to label; a small loss gets enough decimals that
+  // its ticks differ (0.01, 0.02, ... rather than 0.00 four times).
+  const decimals = Math.min(6, Math.max(2, 1 - Math.floor(Math.log10(top / 4))));
+  const label = batches.length || tests.length ? (v) => fmt(v, decimals) : () => "";
+  const { x, y } = frame(ctx, w, h, c, { steps: status.total_steps, top, ticks: 4, label });
   const ends = epochSteps(status);
   line(ctx, batches.map(([s, v]) => [x(s), y(v)]), c.batch, 1.5);
   const testPoints = status.history
