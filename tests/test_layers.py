@@ -201,3 +201,15 @@ def test_layers_carry_their_shapes_and_index():
         0,
     )
     assert conv.spec is network.spec.layers[0]
+
+
+@pytest.mark.parametrize("shape", [(0, 4), (3, 3, 3, 2), (10, 2**15 + 7), (2, 2**15)])
+def test_he_normal_draws_the_same_weights_as_one_float64_draw_and_leaves_rng_in_step(shape):
+    # Drawn block by block to spare big temporaries; seeds must keep giving the same networks.
+    fan_in = max(1, int(np.prod(shape[1:])))
+    a, b = np.random.default_rng(9), np.random.default_rng(9)
+    got = he_normal(a, shape, fan_in)
+    want = (b.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+    assert got.dtype == np.float32 and got.shape == shape
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(a.standard_normal(3), b.standard_normal(3))
