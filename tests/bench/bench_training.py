@@ -1,7 +1,7 @@
 """Training speed: one mini-batch step (forward, backward, Adam update) of the NumPy trainer
 against PyTorch CPU on the same network, the same weights and the same batch.
 
-    python -m tests.bench.bench_training [--quick]
+    python -m tests.bench.bench_training [--quick] [--threads N] [--unset-openblas-env]
 
 Prints a table of median step times and images per second, side by side, measured in
 interleaved blocks (tests/bench/timing.py). Target: NumPy at most 2x slower than PyTorch.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any
 
@@ -24,6 +24,14 @@ from tests.bench.timing import FULL_PLAN, QUICK_PLAN, TimingPlan, measure
 
 TARGET = 2.0
 LEARNING_RATE = 1e-3
+
+# Each block warms up this long before it is timed, so that it measures the steady rate of a
+# training run, which steps without pause. The NumPy trainer hands each step's second share to a
+# worker thread that blocks in between; after the plan's settle sleep this VM (KVM) wakes that
+# thread slowly for the first ~50 ms (its halt polling has shrunk while idle): measured here,
+# steps 1-6 after a 0.15 s sleep took 8-9 ms, the rest 5 ms. PyTorch's OpenMP threads spin
+# instead of blocking and barely notice. Both contenders get the same warm-up.
+TRAINING_WARMUP_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -145,6 +153,7 @@ def run_training(torch: ModuleType, plan: TimingPlan, workers: int | None = None
     """
     from app.cnn.trainer import blas_single_threaded
 
+    plan = replace(plan, warmup_s=max(plan.warmup_s, TRAINING_WARMUP_S))
     rows = []
     for workload in TRAINING_WORKLOADS:
         numpy_step, torch_step, agreement, net = _steps(workload, torch, workers)
@@ -195,7 +204,14 @@ def main(argv: list[str] | None = None) -> int:
         help="threads for both sides: NumPy workers and torch.set_num_threads (default: the "
         "cores NumPy's BLAS uses, and train()'s default workers); 1 is the least load-sensitive",
     )
+    parser.add_argument(
+        "--unset-openblas-env",
+        action="store_true",
+        help="rerun without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (default: leave them as set)",
+    )
     args = parser.parse_args(argv)
+    if args.unset_openblas_env:
+        environment.rerun_without_openblas_tuning("tests.bench.bench_training", argv)
     try:
         import torch
     except ImportError as error:
@@ -206,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = QUICK_PLAN if args.quick else FULL_PLAN
     report = Report(header=environment.describe(torch.get_num_threads(), torch.__version__))
     report.header["timing"] = (
-        f"{'quick' if args.quick else 'full'}: {plan.rounds} rounds of interleaved blocks; "
+        f"{'quick' if args.quick else 'full'}: {plan.rounds} rounds of interleaved blocks, "
+        f"each warmed up {max(plan.warmup_s, TRAINING_WARMUP_S):g} s; "
         f"medians of per-step times; ratio = median of per-round ratios; threads {threads}"
     )
     report.rows.extend(run_training(torch, plan, args.threads))

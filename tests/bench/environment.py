@@ -111,3 +111,20 @@ def describe(torch_threads: int | None, torch_version: str | None) -> dict[str, 
         "env": {var: os.environ.get(var) for var in OPENBLAS_VARS},
         "load_before": load_average(),
     }
+
+
+OPENBLAS_TUNING = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def rerun_without_openblas_tuning(module: str, argv: list[str] | None) -> None:
+    """Restart `python -m module argv` without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, if set.
+
+    OpenBLAS reads them once, when NumPy loads it, so only a fresh interpreter can drop them;
+    it then picks the kernels it would choose for this CPU itself. Returns only if none is set.
+    """
+    tuning = [var for var in OPENBLAS_TUNING if var in os.environ]
+    if not tuning:
+        return
+    env = {key: value for key, value in os.environ.items() if key not in tuning}
+    rest = sys.argv[1:] if argv is None else argv
+    os.execve(sys.executable, [sys.executable, "-m", module, *rest], env)

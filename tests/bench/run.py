@@ -11,7 +11,6 @@ is a finding, not a failure.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import traceback
@@ -107,12 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    tuning = [var for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if var in os.environ]
-    if args.unset_openblas_env and tuning:
-        # OpenBLAS reads these once, when NumPy loads it: start a fresh interpreter without them.
-        env = {key: value for key, value in os.environ.items() if key not in tuning}
-        rest = sys.argv[1:] if argv is None else argv
-        os.execve(sys.executable, [sys.executable, "-m", "tests.bench.run", *rest], env)
+    if args.unset_openblas_env:
+        environment.rerun_without_openblas_tuning("tests.bench.run", argv)
 
     heap = "glibc defaults" if args.malloc_default else environment.steady_heap()
     if args.list:
