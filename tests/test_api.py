@@ -521,9 +521,14 @@ async def test_non_numeric_path_indices_are_422(client, png_bytes):
 
 async def test_a_run_evicted_by_the_byte_bound_is_404(make_app, png_bytes):
     arrays = 4 * (32 * 32 * 3 + 32 * 32 * 10 + 2560 + 2560 + 10)
-    async with client_for(make_app()) as client:
+    measuring = make_app()
+    async with client_for(measuring) as client:
         params = (await client.post("/api/v1/shapes", json=WORKED_EXAMPLE)).json()["total_params"]
-    one_run = arrays + 4 * params  # a run's bytes include its network's weights and biases
+        await forward(client, png_bytes, WORKED_EXAMPLE)
+    # A run's bytes: its arrays (the conv output is held in its padded-width array, a little
+    # more than 32x32x10), its network's weights and biases.
+    one_run = measuring.state.run_store.nbytes
+    assert arrays + 4 * params <= one_run <= arrays + 4 * params + 4 * 32 * 4 * 10
     app = make_app(run_store_max_bytes=one_run + 1000)
     async with client_for(app) as client:
         first = (await forward(client, png_bytes, WORKED_EXAMPLE)).json()
