@@ -226,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         f"each warmed up {max(plan.warmup_s, TRAINING_WARMUP_S):g} s; "
         f"medians of per-step times; ratio = median of per-round ratios; threads {threads}"
     )
+    report.header["malloc"] = "glibc defaults (the trainer reuses its own buffers)"
     report.rows.extend(run_training(torch, plan, args.threads))
     print(format_report(report))
     print()
