@@ -539,9 +539,18 @@ class TrainingJobs:
             self._cancel_here(job, save)
             return job, self.snapshot(job)
         state = self.snapshot(job)
-        if state["status"] not in FINAL_STATES:
-            self.files.request_cancel(job_id, save)
-            state["message"] = STOPPING
+        if state["status"] in FINAL_STATES:
+            return job, state
+        # Asked again under the lock the owner holds when it clears the job's cancel request at
+        # the end: a request written after that would lie there unread until the job is pruned.
+        with self.files.locked():
+            record = self._settle(self.files.read(job_id))
+            running = record is not None and record["state"]["status"] not in FINAL_STATES
+            if running:
+                self.files.request_cancel(job_id, save)
+        if not running:
+            return job, self.snapshot(job)
+        state["message"] = STOPPING
         return job, state
 
     def _cancel_here(self, job: TrainingJob, save: bool) -> None:

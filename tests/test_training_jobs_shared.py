@@ -134,6 +134,30 @@ async def test_cancel_through_the_other_worker_stops_the_job_and_saves_nothing(
     assert not list(jobs_dir(settings).glob("*.cancel"))
 
 
+async def test_a_cancel_that_arrives_as_the_job_ends_leaves_no_request_behind(
+    two_apps, settings, monkeypatch
+) -> None:
+    # The other worker last saw the job running; it ended (and cleared its requests) since.
+    a, b = two_apps()
+    async with client_for(a) as ca, client_for(b) as cb:
+        job_id = await start(ca)
+        done = await wait_for(ca, job_id, final)
+        other = b.state.training_jobs
+        stale = {**done, "status": "running"}
+        real_snapshot = other.snapshot
+        calls = []
+
+        def snapshot_seen_before_the_end(job):
+            calls.append(job.job_id)
+            return dict(stale) if len(calls) == 1 else real_snapshot(job)
+
+        monkeypatch.setattr(other, "snapshot", snapshot_seen_before_the_end)
+        r = await cb.post(f"{API}/train/{job_id}/cancel")
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "done" and r.json()["message"] == done["message"]
+    assert not list(jobs_dir(settings).glob("*.cancel"))
+
+
 async def test_cancel_with_save_through_the_other_worker_keeps_the_weights(two_apps) -> None:
     a, b = two_apps(**LONG_APP)
     async with client_for(a) as ca, client_for(b) as cb:
