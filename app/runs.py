@@ -69,10 +69,10 @@ class Run:
 def _held_bytes(a: np.ndarray) -> int:
     """The memory an array keeps alive: a view holds its whole base (a conv output computed on
     the padded width is a view of a wider array)."""
-    base = a.base
-    while isinstance(base, np.ndarray) and base.base is not None:
+    base = a
+    while isinstance(base.base, np.ndarray):
         base = base.base
-    return max(a.nbytes, base.nbytes) if isinstance(base, np.ndarray) else a.nbytes
+    return max(a.nbytes, base.nbytes)
 
 
 def describe_ttl(seconds: float) -> str:

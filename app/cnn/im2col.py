@@ -143,11 +143,12 @@ def _phase_planes(
 
 
 def _conv_channels_first(
-    x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, padding: int
+    x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, padding: int, ho: int, wo: int
 ) -> np.ndarray:
     """im2col with one column per "wide" output cell, each column row one contiguous copy.
 
     x (H, W, C), w (K, F, F, C), b (K,) -> (Ho, Wo, K), a view of a (Ho, Wq, K) array.
+    Ho, Wo are the output's height and width, as conv2d worked them out.
     Output cells are computed on the phase planes' full width Wq (Wq - Wo more per row, whose
     values are thrown away): then, for the tap (fy, fx) = (S*a + py, S*b + px) and channel c,
     the values that all the cells of output rows top..top+n read form one contiguous run of a
@@ -158,8 +159,6 @@ def _conv_channels_first(
     the layout gains.
     """
     k, f, c = w.shape[0], w.shape[1], w.shape[3]
-    ho = _output_length(x.shape[0], f, padding, stride)
-    wo = _output_length(x.shape[1], f, padding, stride)
     planes, hq, wq = _phase_planes(x, f, stride, padding, ho, wo)
     phases = planes.shape[0]
     s_item = planes.itemsize
@@ -220,7 +219,7 @@ def conv2d(
     w = np.asarray(w, dtype=np.float32)
     b = np.asarray(b, dtype=np.float32).reshape(k)
     if _channels_first(f, c, stride):
-        return _conv_channels_first(x, w, b, stride, padding)
+        return _conv_channels_first(x, w, b, stride, padding, ho, wo)
     out = np.empty((ho, wo, k), dtype=np.float32)
     if f == 1 and padding == 0:
         # The input already is the column matrix (one row per pixel): no copy to make.
