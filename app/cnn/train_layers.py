@@ -112,8 +112,9 @@ class Layer:
 
 # Images are processed a few at a time so that one chunk's im2col columns stay in the CPU cache
 # (a whole batch of columns is tens of MB and every pass over it would go to main memory).
-# Measured with two workers on the digits net: 1 MB chunks cost 15% more than 4 MB, 8 MB 4% more.
-COLUMN_BUDGET_BYTES = 4 * 2**20
+# Measured with two workers, steps per chunk budget side by side: 2 MB beat 4 MB by 6% (digits,
+# batch 32), 2-3% (digits, 128) and 0-5% (shapes); 1 MB and 8 MB were slower than both.
+COLUMN_BUDGET_BYTES = 2 * 2**20
 
 # Kernel rows shorter than this many values (F*C: 5x5 over one grey channel is 5) are gathered
 # channels first: copying runs of F*C values from a channels-last image is slow when they are that
