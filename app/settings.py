@@ -252,8 +252,9 @@ class Settings(BaseSettings):
         0,
         ge=0,
         description=(
-            "Threads one training job splits each batch between (default 0: up to 2 cores). "
-            "Use 1 to leave the other cores to requests while a job trains."
+            "Cores one training job splits each batch between: the job's thread and worker "
+            "processes for the other shares (default 0: up to 2 cores). Use 1 to leave the "
+            "other cores to requests while a job trains."
         ),
     )
     train_max_epochs: int = Field(50, ge=1, description="Most epochs one job may ask for.")

@@ -4,11 +4,13 @@ The batched network starts from exactly the weights that app/cnn/network.py draw
 (it builds the single-image Network and copies its resolved weights), so `to_spec()` after zero
 steps gives the same numbers, and a trained spec runs unchanged in the single-image engine.
 
-Training uses both cores by data parallelism: each worker thread runs forward and backward on
-its share of the mini-batch through its own copy of the layers (sharing the parameter arrays),
-with BLAS held to one thread meanwhile (threadpoolctl); NumPy releases the GIL in the big array
-operations, so the threads really run side by side (the calling thread takes the first share).
-The gradients are summed before the step.
+Training uses both cores by data parallelism: the calling thread runs forward and backward on
+the first share of the mini-batch, worker processes on the others, each through its own copy of
+the layers over parameters in shared memory (app/cnn/share_processes.py), with BLAS held to one
+thread each (threadpoolctl). The gradients are summed before the step. Where worker processes
+cannot start, worker threads do the same with replicas of the layers in this process (NumPy
+releases the GIL in the big array operations, but the threads still wait on each other for it
+between operations: 10% slower on the digits net).
 
 X : ndarray of shape (n_ex, height, width, channels), float32 in [0, 1]
 y : ndarray of shape (n_ex,), integer class labels in [0, n_classes)
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import math
 import os
 import threading
@@ -31,6 +34,7 @@ import numpy as np
 from .network import build_network
 from .optim import SGD, Adam, make_optimizer
 from .shapes import resolve_padding
+from .share_processes import ShareProcesses, WorkerProcessError
 from .spec import (
     ConvSpec,
     DenseSpec,
@@ -56,6 +60,7 @@ from .train_layers import (
 )
 
 Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+log = logging.getLogger(__name__)
 
 
 class TrainError(ValueError):
@@ -96,7 +101,7 @@ MIN_SHARE = 4
 
 
 def default_workers() -> int:
-    """Threads for data-parallel training: up to 2 cores, 1 when BLAS cannot be held to 1."""
+    """Workers for data-parallel training: up to 2 cores, 1 when BLAS cannot be held to 1."""
     try:
         import threadpoolctl  # noqa: F401
     except ImportError:
@@ -127,9 +132,20 @@ class TrainableNetwork:
 
     The network's last output, taken before any softmax, is the logits (N, n_classes): a final
     dense layer with activation "softmax" is trained through softmax_cross_entropy.
+
+    workers  : how many share each batch (1 = all here)
+    parallel : "processes" (the default) or "threads" for the shares beyond the first
     """
 
-    def __init__(self, spec: NetworkSpec, dtype: type = np.float32, workers: int = 1) -> None:
+    def __init__(
+        self,
+        spec: NetworkSpec,
+        dtype: type = np.float32,
+        workers: int = 1,
+        parallel: str = "processes",
+    ) -> None:
+        if parallel not in ("processes", "threads"):
+            raise ValueError(f"parallel must be 'processes' or 'threads', got {parallel!r}")
         engine = build_network(spec)  # raises SpecError for an impossible network
         for i, layer_spec in enumerate(spec.layers[:-1]):
             if isinstance(layer_spec, DenseSpec) and layer_spec.activation == "softmax":
@@ -152,6 +168,10 @@ class TrainableNetwork:
         self.n_classes = math.prod(out_shape) if out_shape else 0
         self.input_shape = (spec.input.height, spec.input.width, spec.input.channels)
         self.workers = max(1, workers)
+        # How shares 1.. of a step run: "processes" (falls back to "threads" for good if they
+        # cannot start or one dies).
+        self.parallel = parallel
+        self._processes: ShareProcesses | None = None
         self._replicas: list[TrainableNetwork] = []
         self._pool: ThreadPoolExecutor | None = None
 
@@ -159,41 +179,78 @@ class TrainableNetwork:
         """Another set of layers over the SAME parameter arrays, with its own caches and grads."""
         twin = copy.copy(self)
         twin.layers = [layer.replica() for layer in self.layers]
-        twin.workers, twin._replicas, twin._pool = 1, [], None
+        twin.workers, twin._replicas, twin._pool, twin._processes = 1, [], None, None
         return twin
 
     def loss_and_backward(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         """Mean cross-entropy of the batch x (N, H, W, C), y (N,); fills grads; returns logits.
 
-        With workers > 1 the batch is split between threads (each share at least
-        MIN_SHARE images) and their gradients are summed: the result equals the serial one up to
-        float rounding.
+        With workers > 1 the batch is split into shares (each at least MIN_SHARE images): this
+        process takes the first, worker processes the others (app/cnn/share_processes.py; threads
+        where processes cannot be started), and the gradients are summed in share order, as a
+        serial sum would: the result equals the serial one up to float rounding.
         """
         shares = min(self.workers, len(x) // MIN_SHARE)
         if shares <= 1:
-            return self._share_loss_and_backward(x, y, 1.0)
-        if self._pool is None:
-            self._replicas = [self] + [self._replica() for _ in range(self.workers - 1)]
-            self._pool = ThreadPoolExecutor(self.workers - 1, thread_name_prefix="train")
+            return self.share_loss_and_backward(x, y, 1.0)
         bounds = np.linspace(0, len(x), shares + 1).astype(int)
-
-        def run(part: int) -> tuple[float, np.ndarray]:
-            net, lo, hi = self._replicas[part], int(bounds[part]), int(bounds[part + 1])
-            # Each share's part of the batch mean. A Python float, not a NumPy float64 (which
+        parts = [
+            # Each share's part of the batch mean: a Python float, not a NumPy float64 (which
             # would turn the float32 gradients, and every layer below, into float64).
-            return net._share_loss_and_backward(x[lo:hi], y[lo:hi], (hi - lo) / len(x))
+            (x[lo:hi], y[lo:hi], (hi - lo) / len(x))
+            for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
+        ]
+        if self.parallel == "processes":
+            try:
+                return self._step_in_processes(parts)
+            except WorkerProcessError as exc:
+                # Nothing has changed the parameters yet: the step is redone on threads.
+                log.warning("%s; training goes on with threads instead", exc)
+                self.parallel = "threads"
+                self._close_processes()
+        return self._step_in_threads(parts)
 
-        # The calling thread takes the first share itself: one hand-off fewer per step.
-        others = [self._pool.submit(run, part) for part in range(1, shares)]
-        results = [run(0)] + [future.result() for future in others]
+    def _step_in_processes(
+        self, parts: list[tuple[np.ndarray, np.ndarray, float]]
+    ) -> tuple[float, np.ndarray]:
+        """Share 0 here, shares 1.. in worker processes; sums their gradients into self's."""
+        if self._processes is None:
+            self._processes = ShareProcesses(self, self.workers - 1, parts[1][0])
+        self._processes.sync_params(self.layers)
+        self._processes.send(parts[1:])
+        try:
+            results = [self.share_loss_and_backward(*parts[0])]
+        finally:
+            results += self._processes.receive()  # always: keeps the pipes in step
         for i, layer in enumerate(self.layers):
             for name in layer.grads:
                 layer.grads[name] = sum(
-                    rep.layers[i].grads[name] for rep in self._replicas[:shares]
+                    [layer.grads[name]]
+                    + [self._processes.grads(k, i, name) for k in range(len(parts) - 1)]
                 )
         return sum(r[0] for r in results), np.concatenate([r[1] for r in results])
 
-    def _share_loss_and_backward(
+    def _step_in_threads(
+        self, parts: list[tuple[np.ndarray, np.ndarray, float]]
+    ) -> tuple[float, np.ndarray]:
+        """Share 0 on this thread, shares 1.. on worker threads with replicas of the layers."""
+        if self._pool is None:
+            self._replicas = [self] + [self._replica() for _ in range(self.workers - 1)]
+            self._pool = ThreadPoolExecutor(self.workers - 1, thread_name_prefix="train")
+        others = [
+            self._pool.submit(self._replicas[k].share_loss_and_backward, *parts[k])
+            for k in range(1, len(parts))
+        ]
+        results = [self.share_loss_and_backward(*parts[0])]
+        results += [future.result() for future in others]
+        for i, layer in enumerate(self.layers):
+            for name in layer.grads:
+                layer.grads[name] = sum(
+                    rep.layers[i].grads[name] for rep in self._replicas[: len(parts)]
+                )
+        return sum(r[0] for r in results), np.concatenate([r[1] for r in results])
+
+    def share_loss_and_backward(
         self, x: np.ndarray, y: np.ndarray, weight: float
     ) -> tuple[float, np.ndarray]:
         """weight * mean loss of x (B, H, W, C), y (B,), its gradients, and the logits (B, K).
@@ -233,10 +290,17 @@ class TrainableNetwork:
                 conv.relu_done_above = pool.drop_dead_windows = False
 
     def close(self) -> None:
-        """Stop the worker threads (a closed network still works, serially or by reopening)."""
+        """Stop the worker processes or threads (a closed network still works: the next
+        multi-share step starts them again)."""
+        self._close_processes()
         if self._pool is not None:
             self._pool.shutdown()
             self._pool, self._replicas = None, []
+
+    def _close_processes(self) -> None:
+        if self._processes is not None:
+            self._processes.close()
+            self._processes = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x (N, H, W, C) -> logits (N, n_classes), keeping what backward needs."""
@@ -337,7 +401,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "cosine"  # "cosine" (decay to 0 over all steps) | "constant"
     seed: int = 0
-    workers: int | None = None  # threads sharing each batch; None = default_workers()
+    workers: int | None = None  # processes sharing each batch; None = default_workers()
     momentum: float = 0.9  # SGD only
 
 

@@ -1,0 +1,327 @@
+"""Worker processes for data-parallel training steps.
+
+Each worker process runs forward and backward on its share of every mini-batch through its own
+copy of the layers. The parameters, each worker's gradients and each worker's images live in one
+block of memory shared with the trainer, so a step sends only the labels and a few numbers
+through a pipe, and the trainer sums the gradients straight from the block.
+
+Why processes and not threads: two threads sharing a batch in one process also share the GIL,
+which each takes back after every NumPy call. On the digits net (batch 128) they collided about
+50 times a step, and on this VM each collision is a sleep and a slow wake-up: each thread's share
+ran 10% slower beside the other than alone. Two processes run side by side as fast as one alone.
+
+The block is an unlinked file in /dev/shm when that has room (Docker gives 64 MB by default),
+else in the temp directory, mapped by both sides. A worker is a fresh interpreter started with
+`python -c` (not multiprocessing's spawn, which would re-run the caller's main script in it, and
+not a fork: the server has threads). It runs in its own session, so Ctrl-C on the server does not
+reach it; it exits when the trainer says so or when its pipe closes, the trainer's death
+included.
+
+Layout: every parameter array (layer order, then name order), then per worker its gradients in
+the same order and room for `capacity` images; each array starts on a 64-byte boundary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from multiprocessing import Pipe
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .spec import NetworkSpec
+
+_ALIGN = 64
+# How long close() waits for a worker to exit on its own before killing it, and how long a new
+# worker may take to import NumPy and build its layers.
+_EXIT_WAIT_S = 2.0
+_START_WAIT_S = 120.0
+# The directory that holds the `app` package, for the worker's sys.path.
+_CODE_ROOT = str(Path(__file__).resolve().parents[2])
+_BOOTSTRAP = (
+    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "from app.cnn.share_processes import serve; serve(int(sys.argv[2]), int(sys.argv[3]))"
+)
+
+
+class WorkerProcessError(RuntimeError):
+    """A worker process died, or could not be started; the message says which."""
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one array lives in the shared block."""
+
+    layer: int  # index in the network's layers
+    name: str  # key in that layer's params / grads
+    shape: tuple[int, ...]
+    offset: int  # bytes from the start of the block
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Parameters, then per worker its gradients and its image buffer (capacity images)."""
+
+    dtype: str  # of parameters and gradients
+    params: tuple[Slot, ...]
+    grads: tuple[tuple[Slot, ...], ...]  # one tuple per worker
+    images: tuple[Slot, ...]  # one per worker: shape (capacity, H, W, C)
+    image_dtype: str
+    size: int  # bytes
+
+
+def _aligned(offset: int) -> int:
+    return -(-offset // _ALIGN) * _ALIGN
+
+
+def plan_layout(
+    arrays: Sequence[tuple[int, str, tuple[int, ...]]],
+    dtype: np.dtype,
+    workers: int,
+    image_shape: tuple[int, ...],
+    image_dtype: np.dtype,
+) -> Layout:
+    """The block's layout for parameters `arrays` ((layer, name, shape) each), `workers`
+    gradient sets and `workers` image buffers of shape image_shape (capacity, H, W, C)."""
+    offset = 0
+
+    def place(layer: int, name: str, shape: tuple[int, ...], itemsize: int) -> Slot:
+        nonlocal offset
+        offset = _aligned(offset)
+        slot = Slot(layer, name, tuple(shape), offset)
+        offset += int(np.prod(shape, dtype=np.int64)) * itemsize
+        return slot
+
+    params = tuple(place(i, n, s, dtype.itemsize) for i, n, s in arrays)
+    grads, images = [], []
+    for _ in range(workers):
+        grads.append(tuple(place(i, n, s, dtype.itemsize) for i, n, s in arrays))
+        images.append(place(-1, "images", image_shape, image_dtype.itemsize))
+    return Layout(dtype.str, params, tuple(grads), tuple(images), image_dtype.str, _aligned(offset))
+
+
+def view(block: np.ndarray, slot: Slot, dtype: str) -> np.ndarray:
+    """The array of `slot` in block (a flat uint8 array over the shared memory)."""
+    return np.ndarray(slot.shape, dtype=np.dtype(dtype), buffer=block, offset=slot.offset)
+
+
+def _shared_file(size: int) -> int:
+    """An unlinked file of `size` bytes, in /dev/shm if it has room, else the temp directory."""
+    for directory in ("/dev/shm", tempfile.gettempdir()):
+        try:
+            if shutil.disk_usage(directory).free < size + (16 << 20):
+                continue
+            with tempfile.TemporaryFile(dir=directory) as file:
+                os.ftruncate(file.fileno(), size)
+                return os.dup(file.fileno())
+        except OSError:
+            continue
+    raise WorkerProcessError(f"no room for {size} bytes of shared memory in /dev/shm or tmp")
+
+
+class ShareProcesses:
+    """`workers` processes, each computing one share of every step for a TrainableNetwork.
+
+    net      : the TrainableNetwork; its parameter arrays are moved into the shared block (same
+               values; `net.layers[i].params[name]` then is a view of the block)
+    images   : an example share (B, H, W, C): shares of up to B images of that shape and dtype go
+               through the block, larger or different ones through the pipe
+    Raises WorkerProcessError when the block or a process cannot be made.
+    """
+
+    def __init__(self, net: Any, workers: int, images: np.ndarray) -> None:
+        arrays = [
+            (i, name, array.shape)
+            for i, layer in enumerate(net.layers)
+            for name, array in layer.params.items()
+        ]
+        self.layout = plan_layout(arrays, net.dtype, workers, images.shape, np.dtype(images.dtype))
+        self._processes: list[subprocess.Popen] = []
+        self._pipes: list[Connection] = []
+        self._sent = 0
+        fd = _shared_file(self.layout.size)
+        try:
+            self._map = mmap.mmap(fd, self.layout.size)
+            self._block = np.frombuffer(self._map, dtype=np.uint8)
+            self._params = [view(self._block, s, self.layout.dtype) for s in self.layout.params]
+            self.sync_params(net.layers)
+            spec = net.to_spec()
+            for k in range(workers):
+                self._start(fd, (spec, self.layout, k))
+            for k in range(workers):
+                self._wait_ready(k)
+        except WorkerProcessError:
+            self.close()
+            raise
+        except Exception as exc:  # OSError (no processes, no memory), pickling errors
+            self.close()
+            raise WorkerProcessError(f"could not start training worker processes: {exc}") from exc
+        finally:
+            os.close(fd)  # the mappings keep the memory
+        self._grads = [
+            [view(self._block, s, self.layout.dtype) for s in slots] for slots in self.layout.grads
+        ]
+        self._images = [view(self._block, s, self.layout.image_dtype) for s in self.layout.images]
+
+    def _start(self, fd: int, setup: tuple[NetworkSpec, Layout, int]) -> None:
+        mine, theirs = Pipe()
+        try:
+            env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+            args = [str(theirs.fileno()), str(fd)]
+            process = subprocess.Popen(
+                [sys.executable, "-c", _BOOTSTRAP, _CODE_ROOT, *args],
+                pass_fds=(theirs.fileno(), fd),
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
+        finally:
+            theirs.close()
+        self._processes.append(process)
+        self._pipes.append(mine)
+        mine.send(setup)
+
+    def _wait_ready(self, k: int) -> None:
+        pipe = self._pipes[k]
+        try:
+            if not pipe.poll(_START_WAIT_S):
+                raise WorkerProcessError(f"training worker {k + 1} did not start in time")
+            error = pipe.recv()
+        except (OSError, EOFError) as exc:
+            raise self._died(k, exc) from exc
+        if error is not None:
+            raise WorkerProcessError(f"training worker {k + 1} could not start: {error}")
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._processes]
+
+    def sync_params(self, layers: Sequence[Any]) -> None:
+        """Make every layers[i].params[name] the block's view, copying in any array that was
+        replaced since (the optimisers change parameters in place, so this is usually a no-op)."""
+        for slot, shared in zip(self.layout.params, self._params, strict=True):
+            params = layers[slot.layer].params
+            if params[slot.name] is not shared:
+                shared[...] = params[slot.name]
+                params[slot.name] = shared
+
+    def send(self, shares: Sequence[tuple[np.ndarray, np.ndarray, float]]) -> None:
+        """Start shares (x (B, H, W, C), y (B,), weight) on workers 0.. in order."""
+        if len(shares) > len(self._pipes):
+            raise ValueError(f"{len(shares)} shares for {len(self._pipes)} worker processes")
+        self._sent = 0
+        for k, (x, y, weight) in enumerate(shares):
+            room = self._images[k]
+            fits = x.dtype == room.dtype and x.shape[1:] == room.shape[1:] and len(x) <= len(room)
+            if fits:
+                room[: len(x)] = x
+            message = (len(x), np.asarray(y), float(weight), None if fits else x)
+            try:
+                self._pipes[k].send(message)
+            except (OSError, EOFError) as exc:
+                raise self._died(k, exc) from exc
+            self._sent += 1
+
+    def receive(self) -> list[tuple[float, np.ndarray]]:
+        """Wait for the shares sent: [(weight * loss, logits (B, K))] in order. Their gradients
+        are then in grads(k) until the next send."""
+        results: list[tuple[float, np.ndarray]] = []
+        failure: WorkerProcessError | None = None
+        for k in range(self._sent):
+            try:
+                loss, logits, error = self._pipes[k].recv()
+            except (OSError, EOFError) as exc:
+                failure = failure or self._died(k, exc)
+                continue
+            if error is not None:
+                failure = failure or WorkerProcessError(f"training worker {k + 1}: {error}")
+            results.append((loss, logits))
+        self._sent = 0
+        if failure is not None:
+            raise failure
+        return results
+
+    def grads(self, worker: int, layer: int, name: str) -> np.ndarray:
+        """Worker `worker`'s gradient of layers[layer].params[name] from its last share."""
+        for slot, array in zip(self.layout.grads[worker], self._grads[worker], strict=True):
+            if slot.layer == layer and slot.name == name:
+                return array
+        raise KeyError((layer, name))
+
+    def _died(self, k: int, exc: BaseException) -> WorkerProcessError:
+        process = self._processes[k]
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=0.5)
+        return WorkerProcessError(
+            f"training worker process {process.pid} ended unexpectedly "
+            f"(exit code {process.returncode}): {exc or type(exc).__name__}"
+        )
+
+    def close(self) -> None:
+        """Ask the workers to exit and wait for them (killing one that does not)."""
+        for pipe in self._pipes:
+            with contextlib.suppress(OSError, EOFError):  # already gone
+                pipe.send(None)
+        for process in self._processes:
+            try:
+                process.wait(timeout=_EXIT_WAIT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for pipe in self._pipes:
+            pipe.close()
+        self._pipes, self._processes = [], []
+
+
+def serve(pipe_fd: int, block_fd: int) -> None:
+    """A worker process: build the network from the first message, say None (ready) or what
+    went wrong, then run shares until the pipe says None or closes."""
+    from threadpoolctl import threadpool_limits
+
+    from .trainer import TrainableNetwork
+
+    pipe = Connection(pipe_fd)
+    try:
+        spec, layout, worker = pipe.recv()
+        threadpool_limits(1)  # one core per worker, as the trainer's own share has
+        net = TrainableNetwork(spec, dtype=np.dtype(layout.dtype), workers=1)
+        with open(block_fd, "r+b") as file:
+            shared = mmap.mmap(file.fileno(), layout.size)
+        block = np.frombuffer(shared, dtype=np.uint8)
+        for slot in layout.params:
+            net.layers[slot.layer].params[slot.name] = view(block, slot, layout.dtype)
+        grads = [(slot, view(block, slot, layout.dtype)) for slot in layout.grads[worker]]
+        images = view(block, layout.images[worker], layout.image_dtype)
+    except (EOFError, OSError):
+        return
+    except Exception as exc:
+        pipe.send(f"{type(exc).__name__}: {exc}")
+        return
+    pipe.send(None)
+    while True:
+        try:
+            message = pipe.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        count, y, weight, x = message
+        try:
+            share = images[:count] if x is None else x  # (B, H, W, C)
+            loss, logits = net.share_loss_and_backward(share, y, weight)
+            for slot, array in grads:
+                array[...] = net.layers[slot.layer].grads[slot.name]
+            reply = (loss, logits, None)
+        except Exception as exc:  # sent back: the trainer raises it with this worker's number
+            reply = (0.0, None, f"{type(exc).__name__}: {exc}")
+        pipe.send(reply)
