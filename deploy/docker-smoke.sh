@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make docker-smoke`: build the image, run it, wait for its HEALTHCHECK, and drive the real API
-# once (POST /api/v1/forward with a generated PNG, then GET one layer's PNG). Needs root: it may
+# once (POST /api/v1/forward with a generated PNG, then GET one layer's PNG), then one training
+# step shared with a worker process inside the container. Needs root: it may
 # apt-get install docker.io and start dockerd (stopped again at the end, only if started here).
 #
 # Where python:3.11-slim cannot be pulled, it builds a stand-in base (deploy/build-base-image.sh).
@@ -222,6 +223,22 @@ print(f"{width}x{height} px, {len(data)} bytes")
 EOF
 )" || fail "layer 0 image: $png_size"
 
+# ---- a training step shared with a worker process (its memory in the container's /dev/shm) ----
+training="$(docker exec "$CONTAINER" python -c '
+import numpy as np
+from app.cnn.trainer import TrainableNetwork
+from app.train_models import RECIPES
+net = TrainableNetwork(RECIPES["digits"].spec, workers=2)
+rng = np.random.default_rng(0)
+loss, _ = net.loss_and_backward(rng.random((32, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 32))
+print(net.parallel, len(net._processes.pids) if net._processes else 0, f"loss {loss:.3f}")
+net.close()
+' 2>&1)" || fail "training step in the container: $training"
+case "$training" in
+    "processes 1 loss "*) ;;
+    *) fail "training step did not share the batch with a worker process: $training" ;;
+esac
+
 say "OK"
 cat <<EOF
   image      $IMAGE: ${image_mb} MB, base $BASE, built in ${build_seconds} s
@@ -230,4 +247,5 @@ cat <<EOF
   page       / -> $page_reply, $(wc -c <"$WORK/index.html") bytes; $static_path -> $static_reply
   forward    200, run_id $run_id, $n_layers layers, last output $last_shape
   layer 0    $grid_url -> $layer_reply, $png_size
+  training   a digits step with a worker process: $training
 EOF
