@@ -237,3 +237,27 @@ def test_workers_exit_when_the_trainer_dies() -> None:
     assert done.returncode == 0, done.stderr
     pids = [int(p) for p in done.stdout.split()]
     assert pids and wait_gone(pids)
+
+
+def test_a_full_dev_shm_puts_the_block_in_the_temp_directory(monkeypatch, tmp_path) -> None:
+    """Docker gives /dev/shm 64 MB: a bigger block goes to a file in the temp directory."""
+    real_usage = share_processes.shutil.disk_usage
+    asked: list[str] = []
+
+    def usage(path: str):
+        asked.append(str(path))
+        full = real_usage(path)
+        return full._replace(free=0) if str(path) == "/dev/shm" else full
+
+    monkeypatch.setattr(share_processes.shutil, "disk_usage", usage)
+    monkeypatch.setattr(share_processes.tempfile, "tempdir", str(tmp_path))
+    x, y = bars(16, seed=13)
+    net = TrainableNetwork(TINY, dtype=np.float64, workers=2)
+    ref = TrainableNetwork(TINY, dtype=np.float64)
+    try:
+        loss, _ = net.loss_and_backward(x, y)
+        assert net.parallel == "processes" and asked == ["/dev/shm", str(tmp_path)]
+        assert list(tmp_path.iterdir()) == []  # unlinked: nothing is left behind
+        assert loss == pytest.approx(ref.loss_and_backward(x, y)[0], rel=1e-12)
+    finally:
+        net.close()
