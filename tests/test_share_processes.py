@@ -261,3 +261,20 @@ def test_a_full_dev_shm_puts_the_block_in_the_temp_directory(monkeypatch, tmp_pa
         assert loss == pytest.approx(ref.loss_and_backward(x, y)[0], rel=1e-12)
     finally:
         net.close()
+
+
+def test_an_error_in_this_process_share_is_raised_and_the_workers_stay_in_step() -> None:
+    x, y = bars(16, seed=14)
+    net = TrainableNetwork(TINY, dtype=np.float64, workers=2)
+    ref = TrainableNetwork(TINY, dtype=np.float64)
+    try:
+        net.loss_and_backward(x, y)
+        bad = y.copy()
+        bad[0] = 7  # only 2 classes: fails in the first share, which runs here
+        with pytest.raises(IndexError):
+            net.loss_and_backward(x, bad)
+        loss, _ = net.loss_and_backward(x, y)  # the worker's reply was collected: in step
+        assert net.parallel == "processes"
+        assert loss == pytest.approx(ref.loss_and_backward(x, y)[0], rel=1e-12)
+    finally:
+        net.close()

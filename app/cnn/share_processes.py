@@ -169,7 +169,8 @@ class ShareProcesses:
         finally:
             os.close(fd)  # the mappings keep the memory
         self._grads = [
-            [view(self._block, s, self.layout.dtype) for s in slots] for slots in self.layout.grads
+            {(s.layer, s.name): view(self._block, s, self.layout.dtype) for s in slots}
+            for slots in self.layout.grads
         ]
         self._images = [view(self._block, s, self.layout.image_dtype) for s in self.layout.images]
 
@@ -253,10 +254,7 @@ class ShareProcesses:
 
     def grads(self, worker: int, layer: int, name: str) -> np.ndarray:
         """Worker `worker`'s gradient of layers[layer].params[name] from its last share."""
-        for slot, array in zip(self.layout.grads[worker], self._grads[worker], strict=True):
-            if slot.layer == layer and slot.name == name:
-                return array
-        raise KeyError((layer, name))
+        return self._grads[worker][layer, name]
 
     def _died(self, k: int, exc: BaseException) -> WorkerProcessError:
         process = self._processes[k]

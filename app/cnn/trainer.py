@@ -219,9 +219,10 @@ class TrainableNetwork:
         self._processes.sync_params(self.layers)
         self._processes.send(parts[1:])
         try:
-            results = [self.share_loss_and_backward(*parts[0])]
+            own = self.share_loss_and_backward(*parts[0])
         finally:
-            results += self._processes.receive()  # always: keeps the pipes in step
+            others = self._processes.receive()  # always: keeps the pipes in step
+        results = [own, *others]
         for i, layer in enumerate(self.layers):
             for name in layer.grads:
                 layer.grads[name] = sum(
