@@ -47,6 +47,15 @@ def grads_of(net: TrainableNetwork) -> list[np.ndarray]:
     return [g.copy() for _, grads in net.param_groups() for g in grads.values()]
 
 
+def assert_like_serial(loss: float, net: TrainableNetwork, x: np.ndarray, y: np.ndarray) -> None:
+    """loss and net's gradients are those of TINY in float64 on x, y in one piece."""
+    serial = TrainableNetwork(TINY, dtype=np.float64)
+    serial_loss, _ = serial.loss_and_backward(x, y)
+    assert loss == pytest.approx(serial_loss, rel=1e-12)
+    for got, want in zip(grads_of(net), grads_of(serial), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-14)
+
+
 def test_the_layout_aligns_every_array_and_gives_each_worker_its_own_room() -> None:
     arrays = [(0, "weights", (8, 3, 3, 1)), (0, "bias", (8,)), (5, "weights", (2, 4))]
     layout = plan_layout(arrays, np.dtype(np.float64), 2, (10, 12, 12, 1), np.dtype(np.float32))
@@ -102,15 +111,11 @@ def test_a_share_larger_than_the_image_room_goes_through_the_pipe() -> None:
     small, y_small = bars(8, seed=6)
     big, y_big = bars(30, seed=7)
     net = TrainableNetwork(TINY, dtype=np.float64, workers=2)
-    ref = TrainableNetwork(TINY, dtype=np.float64)
     try:
         net.loss_and_backward(small, y_small)  # room for shares of 4 images
         loss, _ = net.loss_and_backward(big, y_big)
         assert net.parallel == "processes"
-        ref_loss, _ = ref.loss_and_backward(big, y_big)
-        assert loss == pytest.approx(ref_loss, rel=1e-12)
-        for g, r in zip(grads_of(net), grads_of(ref), strict=True):
-            np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-14)
+        assert_like_serial(loss, net, big, y_big)
     finally:
         net.close()
 
@@ -132,7 +137,6 @@ def test_a_killed_worker_means_threads_for_the_rest_with_the_same_gradients(capl
     x, y = bars(20, seed=9)
     x64 = x.astype(np.float64)
     net = TrainableNetwork(TINY, dtype=np.float64, workers=2)
-    ref = TrainableNetwork(TINY, dtype=np.float64)
     try:
         net.loss_and_backward(x64, y)
         (pid,) = net._processes.pids
@@ -142,10 +146,7 @@ def test_a_killed_worker_means_threads_for_the_rest_with_the_same_gradients(capl
             loss, _ = net.loss_and_backward(x64, y)
         assert net.parallel == "threads" and net._processes is None
         assert "ended unexpectedly" in caplog.text and "with threads instead" in caplog.text
-        ref_loss, _ = ref.loss_and_backward(x64, y)
-        assert loss == pytest.approx(ref_loss, rel=1e-12)
-        for g, r in zip(grads_of(net), grads_of(ref), strict=True):
-            np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-14)
+        assert_like_serial(loss, net, x64, y)
     finally:
         net.close()
 
@@ -253,12 +254,11 @@ def test_a_full_dev_shm_puts_the_block_in_the_temp_directory(monkeypatch, tmp_pa
     monkeypatch.setattr(share_processes.tempfile, "tempdir", str(tmp_path))
     x, y = bars(16, seed=13)
     net = TrainableNetwork(TINY, dtype=np.float64, workers=2)
-    ref = TrainableNetwork(TINY, dtype=np.float64)
     try:
         loss, _ = net.loss_and_backward(x, y)
         assert net.parallel == "processes" and asked == ["/dev/shm", str(tmp_path)]
         assert list(tmp_path.iterdir()) == []  # unlinked: nothing is left behind
-        assert loss == pytest.approx(ref.loss_and_backward(x, y)[0], rel=1e-12)
+        assert_like_serial(loss, net, x, y)
     finally:
         net.close()
 
@@ -266,7 +266,6 @@ def test_a_full_dev_shm_puts_the_block_in_the_temp_directory(monkeypatch, tmp_pa
 def test_an_error_in_this_process_share_is_raised_and_the_workers_stay_in_step() -> None:
     x, y = bars(16, seed=14)
     net = TrainableNetwork(TINY, dtype=np.float64, workers=2)
-    ref = TrainableNetwork(TINY, dtype=np.float64)
     try:
         net.loss_and_backward(x, y)
         bad = y.copy()
@@ -275,6 +274,6 @@ def test_an_error_in_this_process_share_is_raised_and_the_workers_stay_in_step()
             net.loss_and_backward(x, bad)
         loss, _ = net.loss_and_backward(x, y)  # the worker's reply was collected: in step
         assert net.parallel == "processes"
-        assert loss == pytest.approx(ref.loss_and_backward(x, y)[0], rel=1e-12)
+        assert_like_serial(loss, net, x, y)
     finally:
         net.close()
