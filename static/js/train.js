@@ -188,12 +188,27 @@ function statusWords(s) {
   const scored = `scored on ${int(s.test_examples)} held-out images`;
   if (s.status === "queued") return `Queued: ${images}.`;
   if (s.status === "running") {
-    return `Training on ${images}, ${scored}: step ${int(s.step)} of ${int(s.total_steps)}.`;
+    return `Training on ${images}, ${scored}: step ${int(s.step)} of ${int(s.total_steps)}.${speedWords(s)}`;
   }
   if (s.status === "done") {
-    return `Finished ${s.epochs} epochs (${int(s.total_steps)} steps) on ${images}, ${scored}.`;
+    return `Finished ${s.epochs} epochs (${int(s.total_steps)} steps) on ${images}, ${scored}.${speedWords(s)}`;
   }
   return s.message || s.status;
+}
+
+/** " Last epoch: 540 ms, 7,400 images/s." from the newest epoch; "" before the first. */
+function speedWords(s) {
+  const last = s.history.at(-1);
+  if (!last || !(last.seconds > 0)) return "";
+  const perSecond = Math.round(s.train_examples / last.seconds);
+  return ` Last epoch: ${duration(last.seconds)}, ${int(perSecond)} images/s.`;
+}
+
+/** 0.0004 -> "< 1 ms", 0.54 -> "540 ms", 3.217 -> "3.22 s", 84.31 -> "84.3 s". */
+function duration(seconds) {
+  if (seconds < 0.0005) return "< 1 ms";
+  if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
+  return `${fmt(seconds, seconds < 10 ? 2 : 1)} s`;
 }
 
 function show(status) {

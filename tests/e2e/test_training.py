@@ -105,6 +105,14 @@ def test_train_watch_the_curves_cancel_reload_run_explain_and_delete(
     expect(page.locator("#train-progress")).to_have_attribute("value", str(steps))
     expect(page.locator("#train-percent")).to_have_text("100%")
     expect(page.locator("#train-result")).to_contain_text("Saved as e2e-digits")
+    seconds = job["history"][-1]["seconds"]
+    took = page.text_content("#train-status").split("Last epoch: ")[1].split(",")[0]
+    if seconds < 1:
+        assert took == (f"{seconds * 1000:.0f} ms" if seconds >= 0.0005 else "< 1 ms")
+    else:
+        assert took == f"{seconds:.{2 if seconds < 10 else 1}f} s"
+    words = page.text_content("#train-status").split(", ")[-1]  # "9,484 images/s."
+    assert abs(int(words.split(" ")[0].replace(",", "")) - TRAIN_EXAMPLES / seconds) <= 0.5
     saved = page.locator('#saved-models [data-model="e2e-digits"]')
     expect(saved).to_contain_text("digits · test accuracy")
     expect(explorer.preset_button("e2e-digits")).to_be_visible()
