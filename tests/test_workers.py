@@ -19,6 +19,7 @@ import redis
 
 from tests.conftest import WORKED_EXAMPLE, encode, random_pixels
 from tests.live_server import free_port, running_server, server_env
+from tests.test_share_processes import wait_gone
 from tests.test_training_api import job
 
 BIN = Path(sys.executable).parent
@@ -171,3 +172,41 @@ def test_a_training_job_on_one_worker_is_read_limited_and_cancelled_through_the_
                     assert time.monotonic() < deadline + 90, "the second job never ended"
                     time.sleep(0.05)
                 assert done["status"] == "done" and done["saved_model"] == "my-digits"
+
+
+def training_workers(server_pid: int) -> list[int]:
+    """PIDs of the training worker processes that server_pid started."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if ppid == server_pid and b"app.cnn.share_processes" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_stopping_the_server_mid_job_keeps_the_weights_and_ends_its_worker_process(tmp_path):
+    """A job's worker process runs in a session of its own, outside the server's process group
+    (so Ctrl-C does not kill it mid-step): it must still end with the server."""
+    env = server_env(free_port(8631), data_dir=tmp_path / "data", train_max_examples=2000)
+    command = [str(BIN / "cnn-explorer")]
+    with (
+        running_server(command, env, tmp_path / "server.log") as base,
+        httpx.Client(base_url=base, timeout=30) as client,
+    ):
+        r = client.post("/api/v1/train", json=job(epochs=50, batch_size=32, name="stopped"))
+        assert r.status_code == 202, r.text
+        server_pid, status_url = int(r.headers["x-worker-pid"]), r.json()["status_url"]
+        deadline = time.monotonic() + 60
+        while client.get(status_url).json()["step"] < 1:
+            assert time.monotonic() < deadline, "the job never showed a step"
+            time.sleep(0.05)
+        workers = training_workers(server_pid)
+        assert len(workers) == 1
+    assert wait_gone(workers), f"worker {workers} outlived the server"
+    assert (tmp_path / "data" / "models" / "stopped.npz").is_file()
