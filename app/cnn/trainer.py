@@ -222,14 +222,11 @@ class TrainableNetwork:
             own = self.share_loss_and_backward(*parts[0])
         finally:
             others = self._processes.receive()  # always: keeps the pipes in step
-        results = [own, *others]
-        for i, layer in enumerate(self.layers):
-            for name in layer.grads:
-                layer.grads[name] = sum(
-                    [layer.grads[name]]
-                    + [self._processes.grads(k, i, name) for k in range(len(parts) - 1)]
-                )
-        return sum(r[0] for r in results), np.concatenate([r[1] for r in results])
+        processes = self._processes
+        return self._combined(
+            [own, *others],
+            lambda i, name: [processes.grads(k, i, name) for k in range(len(parts) - 1)],
+        )
 
     def _step_in_threads(
         self, parts: list[tuple[np.ndarray, np.ndarray, float]]
@@ -244,11 +241,21 @@ class TrainableNetwork:
         ]
         results = [self.share_loss_and_backward(*parts[0])]
         results += [future.result() for future in others]
+        replicas = self._replicas[1 : len(parts)]
+        return self._combined(
+            results, lambda i, name: [rep.layers[i].grads[name] for rep in replicas]
+        )
+
+    def _combined(
+        self,
+        results: list[tuple[float, np.ndarray]],
+        other_grads: Callable[[int, str], list[np.ndarray]],
+    ) -> tuple[float, np.ndarray]:
+        """Adds the other shares' gradients (other_grads(layer index, name), in share order) to
+        this network's; returns the summed loss and the logits (N, K) of all shares in order."""
         for i, layer in enumerate(self.layers):
             for name in layer.grads:
-                layer.grads[name] = sum(
-                    rep.layers[i].grads[name] for rep in self._replicas[: len(parts)]
-                )
+                layer.grads[name] = sum([layer.grads[name], *other_grads(i, name)])
         return sum(r[0] for r in results), np.concatenate([r[1] for r in results])
 
     def share_loss_and_backward(
