@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 from app.cnn import share_processes
 from app.cnn.optim import Adam
 from app.cnn.share_processes import ShareProcesses, WorkerProcessError, plan_layout
+from app.cnn.spec import NetworkSpec
 from app.cnn.trainer import TrainableNetwork, TrainConfig, train, train_step
 from tests.test_training import TINY, bars
 
@@ -47,9 +49,11 @@ def grads_of(net: TrainableNetwork) -> list[np.ndarray]:
     return [g.copy() for _, grads in net.param_groups() for g in grads.values()]
 
 
-def assert_like_serial(loss: float, net: TrainableNetwork, x: np.ndarray, y: np.ndarray) -> None:
-    """loss and net's gradients are those of TINY in float64 on x, y in one piece."""
-    serial = TrainableNetwork(TINY, dtype=np.float64)
+def assert_like_serial(
+    loss: float, net: TrainableNetwork, x: np.ndarray, y: np.ndarray, spec: NetworkSpec = TINY
+) -> None:
+    """loss and net's gradients are those of spec in float64 on x, y in one piece."""
+    serial = TrainableNetwork(spec, dtype=np.float64)
     serial_loss, _ = serial.loss_and_backward(x, y)
     assert loss == pytest.approx(serial_loss, rel=1e-12)
     for got, want in zip(grads_of(net), grads_of(serial), strict=True):
@@ -166,10 +170,35 @@ def test_workers_that_cannot_start_mean_threads(monkeypatch, caplog) -> None:
 def test_a_worker_that_cannot_build_the_network_says_why(monkeypatch) -> None:
     x, _ = bars(8, seed=11)
     net = TrainableNetwork(TINY, workers=2)
-    first = replace(TINY.layers[0], weights=np.zeros((8, 5, 5, 1), np.float32), bias=np.zeros(8))
-    monkeypatch.setattr(net, "to_spec", lambda: replace(TINY, layers=(first, *TINY.layers[1:])))
+    too_big = replace(TINY.layers[0], kernel_size=15)  # wider than the 12x12 input
+    monkeypatch.setattr(net, "spec", replace(TINY, layers=(too_big, *TINY.layers[1:])))
     with pytest.raises(WorkerProcessError, match=r"worker 1 could not start: SpecError"):
         ShareProcesses(net, 1, x[:4])
+
+
+def test_the_setup_message_carries_no_weights() -> None:
+    """A worker is given the shared parameters, so its setup stays small for any network (and
+    never fills the pipe before the worker reads it)."""
+    rng = np.random.default_rng(15)
+    layers = (
+        replace(TINY.layers[0], weights=rng.random((8, 3, 3, 1)), bias=rng.random(8)),
+        *TINY.layers[1:5],
+        replace(TINY.layers[5], weights=rng.random((2, 4)), bias=rng.random(2)),
+    )
+    big = replace(TINY, input=replace(TINY.input, height=600, width=600), layers=layers)
+    small = share_processes.skeleton(big)
+    assert all(getattr(layer, "weights", None) is None for layer in small.layers)
+    assert [type(layer) for layer in small.layers] == [type(layer) for layer in big.layers]
+    assert len(pickle.dumps(small)) < 4096
+    x, y = bars(16, seed=16)
+    given = replace(TINY, layers=layers)
+    net = TrainableNetwork(given, dtype=np.float64, workers=2)
+    try:  # the worker still computes with the given weights, from the shared block
+        loss, _ = net.loss_and_backward(x, y)
+        assert net.parallel == "processes"
+        assert_like_serial(loss, net, x, y, given)
+    finally:
+        net.close()
 
 
 def test_a_worker_that_dies_at_start_gives_its_exit_code(monkeypatch) -> None:

@@ -3,7 +3,9 @@
 Each worker process runs forward and backward on its share of every mini-batch through its own
 copy of the layers. The parameters, each worker's gradients and each worker's images live in one
 block of memory shared with the trainer, so a step sends only the labels and a few numbers
-through a pipe, and the trainer sums the gradients straight from the block.
+through a pipe, and the trainer sums the gradients straight from the block. A worker is set up
+from the network's spec without its weights (a few KB), so the setup never waits on the pipe:
+a worker that fails to come up within _START_WAIT_S is given up on.
 
 Why processes and not threads: two threads sharing a batch in one process also share the GIL,
 which each takes back after every NumPy call. On the digits net (batch 128) they collided about
@@ -31,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -39,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from .spec import NetworkSpec
+from .spec import ConvSpec, DenseSpec, NetworkSpec
 
 _ALIGN = 64
 # How long close() waits for a worker to exit on its own before killing it, and how long a new
@@ -115,6 +117,20 @@ def view(block: np.ndarray, slot: Slot, dtype: str) -> np.ndarray:
     return np.ndarray(slot.shape, dtype=np.dtype(dtype), buffer=block, offset=slot.offset)
 
 
+def skeleton(spec: NetworkSpec) -> NetworkSpec:
+    """spec without its weights (a worker's layers get the shared parameters anyway), so the
+    setup message is a few KB whatever the network's size and never fills the pipe."""
+    layers = tuple(
+        replace(layer, weights=None, bias=None, init="he")
+        if isinstance(layer, ConvSpec)
+        else replace(layer, weights=None, bias=None)
+        if isinstance(layer, DenseSpec)
+        else layer
+        for layer in spec.layers
+    )
+    return replace(spec, layers=layers)
+
+
 def _shared_file(size: int) -> int:
     """An unlinked file of `size` bytes, in /dev/shm if it has room, else the temp directory."""
     for directory in ("/dev/shm", tempfile.gettempdir()):
@@ -155,7 +171,7 @@ class ShareProcesses:
             self._block = np.frombuffer(self._map, dtype=np.uint8)
             self._params = [view(self._block, s, self.layout.dtype) for s in self.layout.params]
             self.sync_params(net.layers)
-            spec = net.to_spec()
+            spec = skeleton(net.spec)
             for k in range(workers):
                 self._start(fd, (spec, self.layout, k))
             for k in range(workers):
