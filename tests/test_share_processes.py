@@ -306,3 +306,24 @@ def test_an_error_in_this_process_share_is_raised_and_the_workers_stay_in_step()
         assert_like_serial(loss, net, x, y)
     finally:
         net.close()
+
+
+def test_a_worker_that_never_comes_up_is_given_up_on_and_stopped(monkeypatch) -> None:
+    x, _ = bars(8, seed=17)
+    monkeypatch.setattr(share_processes, "_BOOTSTRAP", "import time; time.sleep(60)")
+    monkeypatch.setattr(share_processes, "_START_WAIT_S", 0.5)
+    monkeypatch.setattr(share_processes, "_EXIT_WAIT_S", 0.5)
+    spawned: list[int] = []
+    real_popen = subprocess.Popen
+
+    def recording_popen(*args, **kwargs):
+        process = real_popen(*args, **kwargs)
+        spawned.append(process.pid)
+        return process
+
+    monkeypatch.setattr(share_processes.subprocess, "Popen", recording_popen)
+    started = time.monotonic()
+    with pytest.raises(WorkerProcessError, match="did not start in time"):
+        ShareProcesses(TrainableNetwork(TINY, workers=2), 1, x[:4])
+    assert time.monotonic() - started < 10
+    assert len(spawned) == 1 and not alive(spawned[0])  # killed, and reaped
