@@ -10,7 +10,7 @@ the layers over parameters in shared memory (app/cnn/share_processes.py), with B
 thread each (threadpoolctl). The gradients are summed before the step. Where worker processes
 cannot start, worker threads do the same with replicas of the layers in this process (NumPy
 releases the GIL in the big array operations, but the threads still wait on each other for it
-between operations: a step took 5-12% longer on the digits net).
+between operations: a step took 4-12% longer on the digits net in make bench).
 
 X : ndarray of shape (n_ex, height, width, channels), float32 in [0, 1]
 y : ndarray of shape (n_ex,), integer class labels in [0, n_classes)

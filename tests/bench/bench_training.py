@@ -192,6 +192,41 @@ def run_training(torch: ModuleType, plan: TimingPlan, workers: int | None = None
     return rows
 
 
+def run_parallel_modes(torch: ModuleType, plan: TimingPlan) -> Row:
+    """Informational: the digits batch-128 step with its second share in a worker process (what
+    train() does) against the same in a worker thread, interleaved like the rows above."""
+    from app.cnn.trainer import blas_single_threaded
+
+    workload = next(w for w in TRAINING_WORKLOADS if w.name == "train_digits_b128")
+    plan = replace(plan, warmup_s=max(plan.warmup_s, TRAINING_WARMUP_S))
+    steps = {}
+    nets = []
+    for parallel in ("processes", "threads"):
+        step, _, _, net = _steps(workload, torch, workers=2)
+        net.parallel = parallel
+        steps[parallel], nets = step, [*nets, net]
+    with blas_single_threaded(True):
+        result = measure(steps, plan)
+    for net in nets:
+        net.close()
+    ms = {name: result.stats[name].median_ms for name in steps}
+    return Row(
+        group="training",
+        name="train_digits_b128_processes_vs_threads",
+        subject="processes",
+        baseline="threads",
+        subject_stats=result.stats["processes"],
+        baseline_stats=result.stats["threads"],
+        ratio=result.ratio("processes", "threads"),
+        target=None,
+        note=(
+            f"digits net, batch 128, the second share in a worker process vs a worker thread: "
+            f"{workload.batch / ms['processes'] * 1e3:.0f} vs "
+            f"{workload.batch / ms['threads'] * 1e3:.0f} images/s"
+        ),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tests.bench.bench_training", description=__doc__
@@ -228,10 +263,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     report.header["malloc"] = "glibc defaults (the trainer reuses its own buffers)"
     report.rows.extend(run_training(torch, plan, args.threads))
+    if args.threads in (None, 2):
+        report.rows.append(run_parallel_modes(torch, plan))
     print(format_report(report))
     print()
     print(f"{'workload':20s} {'numpy img/s':>12s} {'torch img/s':>12s} {'ratio':>7s}  status")
     for row in report.rows:
+        if "numpy_images_per_s" not in row.extra:
+            continue
         print(
             f"{row.name:20s} {row.extra['numpy_images_per_s']:12.0f} "
             f"{row.extra['torch_images_per_s']:12.0f} {row.ratio:6.2f}x  {row.status}"
