@@ -85,7 +85,7 @@ load: $(VENV)/.installed-dev
 	$(BIN)/python -m tests.load.run
 
 train: $(VENV)/.installed-run
-	$(BIN)/python -m app.train_models
+	$(BIN)/python -m app.learning.recipes
 
 docker-smoke:
 	bash deploy/docker-smoke.sh

@@ -28,6 +28,9 @@ from app.cnn.spec import (
 
 _PRESETS = ", ".join(f'"{name}"' for name in sorted(PRESET_KERNELS))
 
+# A saved model's name: a safe file name and Redis key, compared without case.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+
 
 def _rectangular(value: list | None, letters: str) -> list | None:
     """Refuse ragged nested lists (the engine checks the exact shape against the input)."""

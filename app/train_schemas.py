@@ -10,8 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.saved_models import NAME_PATTERN
-from app.schemas import Int, NetworkSpecModel, PositiveInt
+from app.schemas import NAME_PATTERN, Int, NetworkSpecModel, PositiveInt
 
 JobState = Literal["queued", "running", "done", "cancelled", "failed"]
 FINAL_STATES: frozenset[str] = frozenset({"done", "cancelled", "failed"})

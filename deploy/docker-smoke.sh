@@ -226,12 +226,13 @@ EOF
 # ---- a training step shared with a worker process (its memory in the container's /dev/shm) ----
 training="$(docker exec "$CONTAINER" python -c '
 import numpy as np
-from app.cnn.trainer import TrainableNetwork
-from app.train_models import RECIPES
-net = TrainableNetwork(RECIPES["digits"].spec, workers=2)
+from app.cnn.network import build_network
+from app.learning.parallel import DataParallel
+from app.learning.recipes import RECIPES
+net = DataParallel(build_network(RECIPES["digits"].spec), 2)
 rng = np.random.default_rng(0)
 loss, _ = net.loss_and_backward(rng.random((32, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 32))
-print(net.parallel, len(net._processes.pids) if net._processes else 0, f"loss {loss:.3f}")
+print(net.mode, len(net.pids), f"loss {loss:.3f}")
 net.close()
 ' 2>&1)" || fail "training step in the container: $training"
 case "$training" in

@@ -15,8 +15,8 @@ import pytest
 from fastapi import FastAPI
 from PIL import Image
 
-from app.main import create_app
 from app.settings import Settings
+from app.web.main import create_app
 from tests.redis_server import REDIS_SERVER, redis_server
 
 

@@ -16,10 +16,10 @@ import time
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
-import app.routers.forward as forward_module
 import app.settings as settings_module
-from app.admission import AdmissionGate, OverloadedError
+import app.web.routers.forward as forward_module
 from app.settings import Settings
+from app.web.admission import AdmissionGate, OverloadedError
 from tests.conftest import WORKED_EXAMPLE, client_for
 
 pytestmark = pytest.mark.anyio
@@ -170,7 +170,7 @@ async def test_a_forward_over_its_budget_is_504_and_its_work_is_dropped(
         finally:
             finished.set()
 
-    monkeypatch.setattr("app.routers.forward.decode_image", slow_decode)
+    monkeypatch.setattr("app.web.routers.forward.decode_image", slow_decode)
     async with client_for(app) as client:
         r = await forward(client, png_bytes)
         assert r.status_code == 504

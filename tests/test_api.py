@@ -13,12 +13,13 @@ import pytest
 from PIL import Image
 
 from app.cnn import build_network, estimate_activation_bytes, infer_shapes
-from app.imageio import decode_image
-from app.models import ModelFileError, ModelRegistry
-from app.render import grid_layout
-from app.runs import MemoryRunStore
 from app.schemas import NetworkSpecModel
 from app.settings import Settings
+from app.storage.model_files import ModelFileError
+from app.storage.models import ModelRegistry
+from app.storage.runs.memory import MemoryRunStore
+from app.web.imageio import decode_image
+from app.web.render import grid_layout
 from tests.conftest import WORKED_EXAMPLE, client_for, encode, huge_png_header, random_pixels
 
 pytestmark = pytest.mark.anyio

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from app.datasets import (
+from app.learning.datasets import (
     DIGIT_LABELS,
     SHAPE_LABELS,
     _shape_mask,

@@ -30,10 +30,10 @@ from schemathesis.specs.openapi.checks import (
 )
 from starlette.testclient import TestClient
 
-from app.admission import get_gate
-from app.main import create_app
-from app.routers.deps import API_PREFIX, run_context
 from app.settings import Settings
+from app.web.admission import get_gate
+from app.web.deps import API_PREFIX, run_context
+from app.web.main import create_app
 from tests.conftest import encode, random_pixels
 
 MAX_EXAMPLES = 200

@@ -1,12 +1,24 @@
-"""Every batched layer's backward against central finite differences (float64), and the batched
-forward against the single-image engine on the same weights."""
+"""Every layer's backward against central finite differences (float64), and a batch's forward
+(im2col columns of several images) against the single-image kernels on the same weights."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from app.cnn import train_layers
+from app.cnn import layers
+from app.cnn.layers import (
+    AvgPoolLayer,
+    ConvLayer,
+    DenseLayer,
+    FlattenLayer,
+    GlobalAvgPoolLayer,
+    GlobalMaxPoolLayer,
+    Layer,
+    MaxPoolLayer,
+    ReluLayer,
+    softmax_cross_entropy,
+)
 from app.cnn.network import build_network
 from app.cnn.shapes import infer_shapes
 from app.cnn.spec import (
@@ -19,19 +31,6 @@ from app.cnn.spec import (
     PoolSpec,
     ReluSpec,
 )
-from app.cnn.train_layers import (
-    AvgPool2D,
-    Conv2D,
-    Dense,
-    Flatten,
-    GlobalAvgPool,
-    GlobalMaxPool,
-    Layer,
-    MaxPool2D,
-    ReLU,
-    softmax_cross_entropy,
-)
-from app.cnn.trainer import TrainableNetwork
 
 CASES = range(12)
 STEP = 1e-6
@@ -89,7 +88,7 @@ def distinct(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return (rng.permutation(n) * 0.1 + rng.uniform(-0.02, 0.02, n) - n * 0.05).reshape(shape)
 
 
-# Conv2D gathers its columns channels first when F*C is below CHANNELS_FIRST_BELOW; the random
+# ConvLayer gathers its columns channels first when F*C is below CHANNELS_FIRST_BELOW; the random
 # cases are small, so each is run with the threshold forcing one layout and then the other.
 LAYOUTS = {"channels-last": 0, "channels-first": 10**6}
 
@@ -99,7 +98,7 @@ LAYOUTS = {"channels-last": 0, "channels-first": 10**6}
 def test_conv_backward_matches_finite_differences_with_stride_and_padding(
     monkeypatch, case: int, layout: str
 ) -> None:
-    monkeypatch.setattr(train_layers, "CHANNELS_FIRST_BELOW", LAYOUTS[layout])
+    monkeypatch.setattr(layers, "CHANNELS_FIRST_BELOW", LAYOUTS[layout])
     rng = np.random.default_rng(case)
     f, s, p = int(rng.integers(1, 5)), int(rng.integers(1, 4)), int(rng.integers(0, 3))
     h, w = int(rng.integers(max(1, f - 2 * p), 9)), int(rng.integers(max(1, f - 2 * p), 9))
@@ -107,9 +106,9 @@ def test_conv_backward_matches_finite_differences_with_stride_and_padding(
     relu = bool(case % 2)
     weights = rng.standard_normal((k, f, f, c))
     bias = rng.standard_normal(k)
-    layer = Conv2D(weights, bias, stride=s, padding=p, relu=relu)
+    layer = ConvLayer(weights, bias, stride=s, padding=p, activation="relu" if relu else "none")
     x = rng.standard_normal((n, h, w, c))
-    while relu and np.min(np.abs(Conv2D(weights, bias, s, p).forward(x))) < 1e-4:
+    while relu and np.min(np.abs(ConvLayer(weights, bias, s, p).forward(x))) < 1e-4:
         x = rng.standard_normal((n, h, w, c))  # a step must not cross relu's kink
     check_layer(layer, x, rng)
 
@@ -118,11 +117,16 @@ def test_conv_backward_matches_finite_differences_with_stride_and_padding(
 def test_dense_backward_matches_finite_differences(case: int) -> None:
     rng = np.random.default_rng(100 + case)
     n, d, u = int(rng.integers(1, 5)), int(rng.integers(1, 11)), int(rng.integers(1, 7))
-    layer = Dense(rng.standard_normal((u, d)), rng.standard_normal(u), relu=bool(case % 2))
+    layer = DenseLayer(
+        rng.standard_normal((u, d)),
+        rng.standard_normal(u),
+        activation="relu" if case % 2 else "none",
+    )
     x = rng.standard_normal((n, d))
     while (
-        layer.relu
-        and np.min(np.abs(Dense(layer.params["weights"], layer.params["bias"]).forward(x))) < 1e-4
+        layer.activation == "relu"
+        and np.min(np.abs(DenseLayer(layer.params["weights"], layer.params["bias"]).forward(x)))
+        < 1e-4
     ):
         x = rng.standard_normal((n, d))  # a step must not cross relu's kink
     check_layer(layer, x, rng)
@@ -135,18 +139,18 @@ def test_pool_backward_matches_finite_differences_with_stride_and_padding(case: 
     p = int(rng.integers(0, size // 2 + 1))
     h, w = int(rng.integers(max(1, size - 2 * p), 9)), int(rng.integers(max(1, size - 2 * p), 9))
     shape = (int(rng.integers(1, 3)), h, w, int(rng.integers(1, 4)))
-    check_layer(MaxPool2D(size, s, p), distinct(rng, shape), rng)
-    check_layer(AvgPool2D(size, s, p), rng.standard_normal(shape), rng)
+    check_layer(MaxPoolLayer(size, s, p), distinct(rng, shape), rng)
+    check_layer(AvgPoolLayer(size, s, p), rng.standard_normal(shape), rng)
 
 
 @pytest.mark.parametrize("case", range(4))
 def test_relu_flatten_and_global_pools_backward_match_finite_differences(case: int) -> None:
     rng = np.random.default_rng(300 + case)
     shape = tuple(int(v) for v in rng.integers(1, 6, 4))
-    check_layer(ReLU(), away_from_zero(rng, shape), rng)
-    check_layer(Flatten(), rng.standard_normal(shape), rng)
-    check_layer(GlobalAvgPool(), rng.standard_normal(shape), rng)
-    check_layer(GlobalMaxPool(), distinct(rng, shape), rng)
+    check_layer(ReluLayer(), away_from_zero(rng, shape), rng)
+    check_layer(FlattenLayer(), rng.standard_normal(shape), rng)
+    check_layer(GlobalAvgPoolLayer(), rng.standard_normal(shape), rng)
+    check_layer(GlobalMaxPoolLayer(), distinct(rng, shape), rng)
 
 
 def test_softmax_cross_entropy_gradient_matches_finite_differences() -> None:
@@ -160,7 +164,7 @@ def test_softmax_cross_entropy_gradient_matches_finite_differences() -> None:
 
 def test_max_pool_gives_a_tie_to_the_first_maximum_only() -> None:
     x = np.ones((1, 2, 2, 1))  # every value ties
-    pool = MaxPool2D(2)
+    pool = MaxPoolLayer(2)
     pool.forward(x)
     dx = pool.backward(np.ones((1, 1, 1, 1)))
     assert dx[0, :, :, 0].tolist() == [[1.0, 0.0], [0.0, 0.0]]
@@ -196,7 +200,7 @@ def test_max_pool_routes_ties_like_the_loop_reference(
 ) -> None:
     rng = np.random.default_rng(size * 10 + stride)
     x = rng.integers(0, 3, (2, height, width, 3)).astype(np.float64)  # ties everywhere
-    pool = MaxPool2D(size, stride, padding)
+    pool = MaxPoolLayer(size, stride, padding)
     y = pool.forward(x)
     dy = rng.standard_normal(y.shape)
     expected = slow_max_pool_backward(x, dy, size, stride, padding)
@@ -235,17 +239,17 @@ WHOLE_NETWORKS = [
 @pytest.mark.parametrize("spec", WHOLE_NETWORKS, ids=["strided", "global-pool"])
 def test_whole_network_parameter_gradients_match_finite_differences(spec: NetworkSpec) -> None:
     rng = np.random.default_rng(7)
-    net = TrainableNetwork(spec, dtype=np.float64)
+    net = build_network(spec, np.float64)
     x = rng.random((3, spec.input.height, spec.input.width, spec.input.channels))
     labels = rng.integers(0, net.n_classes, 3)
     for params, _ in net.param_groups():  # zero biases would put all-zero windows on relu's kink
         params["bias"] += rng.uniform(0.05, 0.2, params["bias"].shape)
 
     def loss() -> float:
-        return softmax_cross_entropy(net.forward(x), labels)[0]
+        return softmax_cross_entropy(net.logits(x), labels)[0]
 
-    _, dlogits = softmax_cross_entropy(net.forward(x), labels)
-    net.backward(dlogits)
+    _, dlogits = softmax_cross_entropy(net.logits(x), labels)
+    net.backward_logits(dlogits)
     for params, grads in net.param_groups():
         for name, param in params.items():
             analytic = grads[name].copy()
@@ -301,10 +305,10 @@ def random_valid_specs(count: int, seed: int) -> list[NetworkSpec]:
 @pytest.mark.parametrize("spec", WHOLE_NETWORKS + random_valid_specs(16, seed=11))
 def test_batched_forward_equals_single_image_engine_per_image(spec: NetworkSpec) -> None:
     engine = build_network(spec)
-    net = TrainableNetwork(spec)
+    net = build_network(spec)
     rng = np.random.default_rng(3)
     x = rng.random((4, spec.input.height, spec.input.width, spec.input.channels), dtype=np.float32)
-    batched = net.forward_layers(x)
+    batched = net.forward_batch(x)
     assert all(out.dtype == np.float32 for out in batched)
     for i in range(len(x)):
         for layer_out, single in zip(batched, engine.forward(x[i]), strict=True):
@@ -315,7 +319,7 @@ def test_batched_forward_equals_single_image_engine_per_image(spec: NetworkSpec)
 def test_untrained_network_starts_from_the_engines_seeded_weights() -> None:
     spec = WHOLE_NETWORKS[0]
     engine = build_network(spec)
-    written = TrainableNetwork(spec).to_spec()
+    written = build_network(spec).to_spec()
     for layer, written_spec in zip(engine.layers, written.layers, strict=True):
         if isinstance(written_spec, ConvSpec | DenseSpec):
             np.testing.assert_array_equal(written_spec.weights, layer.weights)
@@ -327,16 +331,16 @@ def test_untrained_network_starts_from_the_engines_seeded_weights() -> None:
 def test_conv_in_one_image_chunks_equals_the_whole_batch(
     monkeypatch, stride, padding, layout
 ) -> None:
-    monkeypatch.setattr(train_layers, "CHANNELS_FIRST_BELOW", LAYOUTS[layout])
+    monkeypatch.setattr(layers, "CHANNELS_FIRST_BELOW", LAYOUTS[layout])
     rng = np.random.default_rng(8)
     weights, bias = rng.standard_normal((4, 3, 3, 2)), rng.standard_normal(4)
     x = rng.standard_normal((5, 9, 7, 2))
-    whole = Conv2D(weights, bias, stride, padding, relu=True)
+    whole = ConvLayer(weights, bias, stride, padding, activation="relu")
     y = whole.forward(x)
     dy = rng.standard_normal(y.shape)
     dx = whole.backward(dy)
-    monkeypatch.setattr(train_layers, "COLUMN_BUDGET_BYTES", 1)  # one image per chunk
-    chunked = Conv2D(weights, bias, stride, padding, relu=True)
+    monkeypatch.setattr(layers, "BATCH_COLUMN_BUDGET_BYTES", 1)  # one image per chunk
+    chunked = ConvLayer(weights, bias, stride, padding, activation="relu")
     np.testing.assert_allclose(chunked.forward(x), y, rtol=1e-12)
     np.testing.assert_allclose(chunked.backward(dy), dx, rtol=1e-12)
     np.testing.assert_allclose(chunked.grads["weights"], whole.grads["weights"], rtol=1e-12)
@@ -346,16 +350,16 @@ def test_conv_in_one_image_chunks_equals_the_whole_batch(
 def test_conv_kept_buffers_serve_batches_of_any_size_without_mixing_them(
     monkeypatch, layout: str
 ) -> None:
-    monkeypatch.setattr(train_layers, "CHANNELS_FIRST_BELOW", LAYOUTS[layout])
+    monkeypatch.setattr(layers, "CHANNELS_FIRST_BELOW", LAYOUTS[layout])
     rng = np.random.default_rng(9)
     weights, bias = rng.standard_normal((4, 3, 3, 2)), rng.standard_normal(4)
-    reused = Conv2D(weights, bias, 1, 1, relu=True)
+    reused = ConvLayer(weights, bias, 1, 1, activation="relu")
     for n in (5, 2, 7, 3):  # grow, shrink, grow past the first size, shrink
         x = rng.standard_normal((n, 6, 5, 2))
         y = reused.forward(x)
         dy = rng.standard_normal(y.shape)
         dx = reused.backward(dy)
-        fresh = Conv2D(weights, bias, 1, 1, relu=True)
+        fresh = ConvLayer(weights, bias, 1, 1, activation="relu")
         np.testing.assert_array_equal(fresh.forward(x), y)
         np.testing.assert_array_equal(fresh.backward(dy), dx)
         np.testing.assert_array_equal(fresh.grads["weights"], reused.grads["weights"])
@@ -367,7 +371,7 @@ def test_conv_kept_buffers_serve_batches_of_any_size_without_mixing_them(
 
 def test_a_replica_shares_parameters_but_not_buffers_or_grads() -> None:
     rng = np.random.default_rng(10)
-    layer = Conv2D(rng.standard_normal((3, 3, 3, 2)), rng.standard_normal(3), 1, 1)
+    layer = ConvLayer(rng.standard_normal((3, 3, 3, 2)), rng.standard_normal(3), 1, 1)
     layer.forward(rng.standard_normal((2, 5, 5, 2)))
     twin = layer.replica()
     assert twin.params["weights"] is layer.params["weights"]
@@ -377,7 +381,7 @@ def test_a_replica_shares_parameters_but_not_buffers_or_grads() -> None:
     layer.forward(rng.standard_normal((2, 5, 5, 2)))  # must not touch the twin's kept input
     dy = rng.standard_normal(y.shape)
     twin.backward(dy)
-    fresh = Conv2D(layer.params["weights"], layer.params["bias"], 1, 1)
+    fresh = ConvLayer(layer.params["weights"], layer.params["bias"], 1, 1)
     fresh.forward(x)
     fresh.backward(dy)
     np.testing.assert_array_equal(twin.grads["weights"], fresh.grads["weights"])
@@ -385,14 +389,14 @@ def test_a_replica_shares_parameters_but_not_buffers_or_grads() -> None:
 
 def test_layer_gradients_of_a_class_logit_match_finite_differences() -> None:
     spec = WHOLE_NETWORKS[0]
-    net = TrainableNetwork(spec, dtype=np.float64)
+    net = build_network(spec, np.float64)
     rng = np.random.default_rng(12)
     for params, _ in net.param_groups():  # keep windows off relu's kink (see above)
         params["bias"] += rng.uniform(0.05, 0.2, params["bias"].shape)
     x = rng.random((2, spec.input.height, spec.input.width, spec.input.channels))
-    outputs, output_grads, input_grad = net.layer_gradients(x, target=1)
+    outputs, output_grads, input_grad = net.gradients(x, target=1)
     assert [g.shape for g in output_grads] == [o.shape for o in outputs]
-    numeric = numeric_gradient(lambda: float(net.forward(x)[:, 1].sum()), x)
+    numeric = numeric_gradient(lambda: float(net.logits(x)[:, 1].sum()), x)
     assert rel_error(input_grad, numeric) < TOLERANCE
     # The gradient at the last layer's output is the one-hot of the target class.
     assert output_grads[-1].reshape(2, -1).tolist() == [[0.0, 1.0, 0.0]] * 2

@@ -43,7 +43,7 @@ def test_conv2d_gives_the_same_result_when_chunked_over_output_rows(monkeypatch,
     wt = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
     b = rng.standard_normal(4).astype(np.float32)
     whole = conv2d(x, wt, b, 2, 1)
-    monkeypatch.setattr(im2col, "COLUMN_BUDGET_BYTES", budget)
+    monkeypatch.setattr(im2col, "IMAGE_COLUMN_BUDGET_BYTES", budget)
     np.testing.assert_array_equal(conv2d(x, wt, b, 2, 1), whole)
     ref.assert_matches(whole, ref.conv(x, wt, b, 2, 1))
 
@@ -176,7 +176,7 @@ def test_softmax_is_stable_for_huge_logits():
 
 
 @pytest.mark.parametrize("stride, padding", [(1, 1), (2, 1), (3, 0)])
-@pytest.mark.parametrize("budget", [1, 5000, im2col.COLUMN_BUDGET_BYTES])
+@pytest.mark.parametrize("budget", [1, 5000, im2col.IMAGE_COLUMN_BUDGET_BYTES])
 def test_channels_first_and_channels_last_columns_give_the_same_conv(
     monkeypatch, stride, padding, budget
 ):
@@ -185,7 +185,7 @@ def test_channels_first_and_channels_last_columns_give_the_same_conv(
     x = rng.standard_normal((17, 12, 6)).astype(np.float32)
     wt = rng.standard_normal((5, 3, 3, 6)).astype(np.float32)
     b = rng.standard_normal(5).astype(np.float32)
-    monkeypatch.setattr(im2col, "COLUMN_BUDGET_BYTES", budget)
+    monkeypatch.setattr(im2col, "IMAGE_COLUMN_BUDGET_BYTES", budget)
     routes = {}
     for first in (True, False):
         monkeypatch.setattr(im2col, "CHANNELS_FIRST_BELOW", 10**6 if first else 0)

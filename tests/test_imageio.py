@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from app.errors import CorruptImageError, ImageTooLargeError, UnsupportedImageError
-from app.imageio import decode_image
+from app.web.imageio import decode_image
 from tests.conftest import encode, huge_png_header, random_pixels
 
 LIMITS = {"max_bytes": 10 * 2**20, "max_pixels": 4096 * 4096}

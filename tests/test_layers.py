@@ -1,4 +1,5 @@
-"""Each layer against the loop references; weights from the seed, given weights, presets."""
+"""Each layer against the loop references, alone (the single-image kernels) and in a batch (im2col
+columns of several images); weights from the seed, given weights, presets."""
 
 import numpy as np
 import pytest
@@ -19,6 +20,15 @@ from app.cnn import (
     preset_weights,
 )
 from tests import reference as ref
+
+
+def run(layer, x: np.ndarray) -> np.ndarray:
+    """The layer's output for x (H, W, C) or (n,) as a batch of one, checked against the same x
+    inside a batch of three (the batched route) on the way."""
+    alone = layer.forward(x[None])[0]
+    batch = np.stack([np.zeros_like(x), x, -x])
+    np.testing.assert_allclose(layer.forward(batch)[1], alone, rtol=1e-5, atol=1e-5)
+    return alone
 
 
 def single(h, w, c, layer, seed=0):
@@ -43,8 +53,8 @@ def test_conv_layer_matches_the_reference_with_its_activation(h, w, c, spec):
     expected = ref.conv(image, layer.weights, layer.bias, layer.stride, layer.padding)
     if spec.activation == "relu":
         expected = ref.relu(expected)
-        assert layer.forward(image).min() >= 0
-    ref.assert_matches(layer.forward(image), expected)
+        assert run(layer, image).min() >= 0
+    ref.assert_matches(run(layer, image), expected)
 
 
 @pytest.mark.parametrize("kind", ["max", "avg"])
@@ -55,26 +65,26 @@ def test_conv_layer_matches_the_reference_with_its_activation(h, w, c, spec):
 def test_pool_layer_matches_the_reference(kind, h, w, size, stride, padding):
     layer, image = single(h, w, 3, PoolSpec(kind, size, stride, padding))
     expected = ref.pool(image, size, stride or size, padding, kind)
-    ref.assert_matches(layer.forward(image), expected)
+    ref.assert_matches(run(layer, image), expected)
 
 
 @pytest.mark.parametrize("kind", ["max", "avg"])
 def test_global_pool_layer_matches_the_reference(kind):
     layer, image = single(5, 8, 4, GlobalPoolSpec(kind))
-    ref.assert_matches(layer.forward(image), ref.global_pool(image, kind))
+    ref.assert_matches(run(layer, image), ref.global_pool(image, kind))
 
 
 def test_relu_layer_matches_the_reference_and_leaves_its_input_alone():
     layer, image = single(4, 5, 2, ReluSpec())
     before = image.copy()
-    ref.assert_matches(layer.forward(image), ref.relu(image))
+    ref.assert_matches(run(layer, image), ref.relu(image))
     np.testing.assert_array_equal(image, before)
 
 
 def test_flatten_is_row_major_with_the_channel_fastest():
     layer, _ = single(3, 4, 2, FlattenSpec())
     image = np.random.default_rng(0).random((3, 4, 2), dtype=np.float32)
-    flat = layer.forward(image)
+    flat = run(layer, image)
     ref.assert_matches(flat, ref.flatten(image))
     for y, x, c in [(0, 0, 1), (1, 3, 0), (2, 2, 1)]:
         assert flat[(y * 4 + x) * 2 + c] == image[y, x, c]
@@ -89,7 +99,7 @@ def test_dense_layer_matches_the_reference(activation):
     x = np.random.default_rng(5).standard_normal(12).astype(np.float32)
     z = ref.dense(x, dense.weights, dense.bias)
     expected = {"none": z, "relu": ref.relu(z), "softmax": ref.softmax(z)}[activation]
-    ref.assert_matches(dense.forward(x), expected)
+    ref.assert_matches(run(dense, x), expected)
 
 
 def test_weights_come_from_the_seed_deterministically_with_zero_bias():
@@ -129,7 +139,7 @@ def test_given_weights_are_used_as_given_and_copied():
     np.testing.assert_array_equal(layer.weights, w.astype(np.float32))
     np.testing.assert_array_equal(layer.bias, b.astype(np.float32))
     w[:] = 0  # changing the caller's array afterwards changes nothing
-    ref.assert_matches(layer.forward(image), ref.conv(image, layer.weights, b, 1, 0))
+    ref.assert_matches(run(layer, image), ref.conv(image, layer.weights, b, 1, 0))
     assert layer.weights.any()
 
 
@@ -160,22 +170,22 @@ def test_a_grey_image_given_as_rgb_responds_like_its_single_channel():
     rgb = np.repeat(grey, 3, axis=2)
     one, _ = single(6, 7, 1, ConvSpec(1, 3, padding=1, activation="none", init="sharpen"))
     three, _ = single(6, 7, 3, ConvSpec(1, 3, padding=1, activation="none", init="sharpen"))
-    np.testing.assert_allclose(three.forward(rgb), one.forward(grey), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(run(three, rgb), run(one, grey), rtol=1e-5, atol=1e-6)
 
 
 def test_identity_preset_with_same_padding_returns_the_image():
     layer, image = single(
         5, 6, 1, ConvSpec(1, 3, padding="same", activation="none", init="identity")
     )
-    np.testing.assert_array_equal(layer.forward(image), image)
+    np.testing.assert_array_equal(run(layer, image), image)
 
 
 def test_sobel_x_responds_to_a_left_to_right_ramp_and_sobel_y_does_not():
     ramp = np.tile(np.arange(6, dtype=np.float32), (5, 1))[:, :, None]  # grows with x
     sx, _ = single(5, 6, 1, ConvSpec(1, 3, activation="none", init="sobel_x"))
     sy, _ = single(5, 6, 1, ConvSpec(1, 3, activation="none", init="sobel_y"))
-    np.testing.assert_allclose(sx.forward(ramp), 8.0)
-    np.testing.assert_allclose(sy.forward(ramp), 0.0)
+    np.testing.assert_allclose(run(sx, ramp), 8.0)
+    np.testing.assert_allclose(run(sy, ramp), 0.0)
 
 
 def test_unknown_preset_or_wrong_size_raises_spec_error():
@@ -188,13 +198,13 @@ def test_unknown_preset_or_wrong_size_raises_spec_error():
 def test_layers_carry_their_shapes_and_index():
     network = build_network(NetworkSpec(InputSpec(8, 6, 3), (ConvSpec(4, 3), PoolSpec("max", 2))))
     conv, pool = network.layers
-    assert (conv.index, conv.input_shape, conv.output_shape, conv.params) == (
+    assert (conv.index, conv.input_shape, conv.output_shape, conv.param_count) == (
         0,
         (8, 6, 3),
         (6, 4, 4),
         112,
     )
-    assert (pool.index, pool.input_shape, pool.output_shape, pool.params) == (
+    assert (pool.index, pool.input_shape, pool.output_shape, pool.param_count) == (
         1,
         (6, 4, 4),
         (3, 2, 4),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.render import (
+from app.web.render import (
     DIVERGING_PALETTE,
     GAP_INDEX,
     VIRIDIS_PALETTE,

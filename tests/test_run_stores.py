@@ -31,9 +31,9 @@ from app.cnn import (
     explain,
 )
 from app.errors import RunNotFoundError, RunTooLargeError
-from app.main import create_app
-from app.run_stores import DiskRunStore, open_run_store, resolve_run_store
-from app.run_stores.blobs import (
+from app.settings import Settings
+from app.storage.runs import DiskRunStore, open_run_store, resolve_run_store
+from app.storage.runs.blobs import (
     BlobError,
     NetworkKeys,
     RecentRuns,
@@ -42,9 +42,9 @@ from app.run_stores.blobs import (
     encode_network,
     encode_run,
 )
-from app.run_stores.redis_store import RedisRunStore, RunStoreUnavailableError
-from app.runs import MemoryRunStore, Run, RunStore
-from app.settings import Settings
+from app.storage.runs.memory import MemoryRunStore, Run, RunStore
+from app.storage.runs.redis_store import RedisRunStore, RunStoreUnavailableError
+from app.web.main import create_app
 from tests.conftest import WORKED_EXAMPLE, client_for
 from tests.redis_server import free_port
 from tests.test_runs import FakeClock

@@ -10,7 +10,8 @@ import pytest
 
 from app.cnn import ConvSpec, InputSpec, NetworkSpec, ReluSpec, build_network
 from app.errors import RunNotFoundError, RunTooLargeError
-from app.runs import MemoryRunStore, RenderCache, Run, describe_ttl
+from app.storage.runs.memory import MemoryRunStore, Run, describe_ttl
+from app.web.render_cache import RenderCache
 
 NETWORK = build_network(NetworkSpec(InputSpec(4, 4, 1), (ReluSpec(),)))
 

@@ -1,5 +1,5 @@
 """Saliency and Grad-CAM of a kept run: held against finite differences of the class logit and
-against Grad-CAM worked out by hand, through the API and through app.saliency directly."""
+against Grad-CAM worked out by hand, through the API and through app.web.saliency directly."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app import saliency
-from app.cnn import build_network
+from app.cnn import attribution, build_network
 from app.cnn.spec import (
     ConvSpec,
     DenseSpec,
@@ -22,7 +21,8 @@ from app.cnn.spec import (
     PoolSpec,
     ReluSpec,
 )
-from app.render import VIRIDIS_PALETTE, render_image
+from app.web import saliency
+from app.web.render import VIRIDIS_PALETTE, render_image
 from tests.conftest import WORKED_EXAMPLE, client_for, encode, random_pixels
 
 pytestmark = pytest.mark.anyio
@@ -150,25 +150,24 @@ def test_saliency_of_a_deeper_network_matches_finite_differences_in_float64() ->
         ),
         seed=11,
     )
-    network = build_network(spec)
-    net = saliency.trainable(network, dtype=np.float64)
+    net = build_network(spec, np.float64)
     x = np.random.default_rng(2).random((8, 8, 2))
     target = 1
-    got = saliency.saliency_map(net, x, target)
+    got = attribution.saliency_map(net, x, target)
     eps = 1e-6
     fd = np.zeros_like(x)
     for index in np.ndindex(*x.shape):
         up, down = x.copy(), x.copy()
         up[index] += eps
         down[index] -= eps
-        fd[index] = (net.forward(up[None])[0, target] - net.forward(down[None])[0, target]) / (
+        fd[index] = (net.logits(up[None])[0, target] - net.logits(down[None])[0, target]) / (
             2 * eps
         )
     assert np.abs(fd).max() > 0
     np.testing.assert_allclose(got, np.abs(fd).max(axis=-1), rtol=1e-4, atol=1e-7)
     # The logits are the engine's last layer before its softmax: same weights as the run.
-    z = net.forward(x[None])[0]
-    probs = network.forward(x.astype(np.float32))[-1]
+    z = net.logits(x[None])[0]
+    probs = build_network(spec).forward(x.astype(np.float32))[-1]
     np.testing.assert_allclose(np.exp(z) / np.exp(z).sum(), probs, rtol=1e-4)
 
 
@@ -207,7 +206,7 @@ async def test_grad_cam_equals_the_hand_computation(client) -> None:
 
 def test_upsampling_aligns_pixel_centres_and_keeps_constants() -> None:
     a = np.array([[0.0, 4.0], [8.0, 12.0]])
-    up = saliency.upsample(a, 4, 4)
+    up = attribution.upsample(a, 4, 4)
     # Output centres 0.5, 1.5, 2.5, 3.5 fall at source 0 (clamped), 0.25, 0.75, 1 (clamped).
     row = np.array([0.0, 1.0, 3.0, 4.0])
     np.testing.assert_allclose(up[0], row)
@@ -215,8 +214,10 @@ def test_upsampling_aligns_pixel_centres_and_keeps_constants() -> None:
     np.testing.assert_allclose(
         up[1, 1], 0.75 * (0.75 * 0 + 0.25 * 4) + 0.25 * (0.75 * 8 + 0.25 * 12)
     )
-    np.testing.assert_allclose(saliency.upsample(np.full((3, 2), 2.5), 7, 5), np.full((7, 5), 2.5))
-    np.testing.assert_allclose(saliency.upsample(a, 2, 2), a)
+    np.testing.assert_allclose(
+        attribution.upsample(np.full((3, 2), 2.5), 7, 5), np.full((7, 5), 2.5)
+    )
+    np.testing.assert_allclose(attribution.upsample(a, 2, 2), a)
 
 
 async def test_grad_cam_defaults_to_the_last_conv_after_its_relu_and_checks_layer(client) -> None:

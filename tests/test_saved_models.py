@@ -16,17 +16,17 @@ import pytest
 from app.cnn import build_network
 from app.cnn.spec import ConvSpec, DenseSpec, FlattenSpec, InputSpec, NetworkSpec, PoolSpec
 from app.errors import ModelNotFoundError
-from app.models import ModelRegistry
-from app.saved_models import (
+from app.learning.recipes import MODEL_DIR
+from app.storage.model_files import write_atomically
+from app.storage.models import (
     ModelCatalog,
     ModelNameTakenError,
+    ModelRegistry,
     SavedModels,
     SavedModelsFullError,
     ShippedModelError,
-    _write_atomically,
     valid_name,
 )
-from app.train_models import MODEL_DIR
 
 ARCH = NetworkSpec(
     InputSpec(8, 8, 1),
@@ -159,7 +159,7 @@ def test_an_interrupted_write_leaves_no_file(tmp_path: Path) -> None:
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        _write_atomically(target, fail)
+        write_atomically(target, fail)
     assert list(tmp_path.iterdir()) == []
 
 

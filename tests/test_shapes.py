@@ -381,7 +381,7 @@ def test_params_formula_equals_the_weights_and_biases_actually_created(seed):
     network = build_network(random_network_spec(np.random.default_rng(seed)))
     for layer, shape in zip(network.layers, network.report.layers, strict=True):
         created = layer.weights.size + layer.bias.size if hasattr(layer, "weights") else 0
-        assert created == shape.params == layer.params
+        assert created == shape.params == layer.param_count
     assert network.report.total_params == sum(s.params for s in network.report.layers)
 
 

@@ -1,4 +1,4 @@
-"""Worker processes sharing training steps (app/cnn/share_processes.py): same numbers as
+"""Worker processes sharing training steps (app/learning/parallel.py): same numbers as
 threads, parameters kept in step, failures fall back to threads, and no process is left behind."""
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.cnn import share_processes
-from app.cnn.optim import Adam
-from app.cnn.share_processes import ShareProcesses, WorkerProcessError, plan_layout
+from app.cnn.network import Network, build_network
 from app.cnn.spec import NetworkSpec
-from app.cnn.trainer import TrainableNetwork, TrainConfig, train, train_step
+from app.learning import parallel as share_processes
+from app.learning.optim import Adam
+from app.learning.parallel import DataParallel, ShareProcesses, WorkerProcessError, plan_layout
+from app.learning.trainer import TrainConfig, train, train_step
 from tests.test_training import TINY, bars
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,15 +46,21 @@ def wait_gone(pids: list[int], seconds: float = 10.0) -> bool:
     return False
 
 
-def grads_of(net: TrainableNetwork) -> list[np.ndarray]:
+def shared(spec: NetworkSpec, dtype: type = np.float32, mode: str = "processes") -> DataParallel:
+    """spec's network with each batch shared by this thread and one other worker."""
+    return DataParallel(build_network(spec, dtype), 2, mode)
+
+
+def grads_of(net: Network | DataParallel) -> list[np.ndarray]:
+    net = net.net if isinstance(net, DataParallel) else net
     return [g.copy() for _, grads in net.param_groups() for g in grads.values()]
 
 
 def assert_like_serial(
-    loss: float, net: TrainableNetwork, x: np.ndarray, y: np.ndarray, spec: NetworkSpec = TINY
+    loss: float, net: DataParallel, x: np.ndarray, y: np.ndarray, spec: NetworkSpec = TINY
 ) -> None:
     """loss and net's gradients are those of spec in float64 on x, y in one piece."""
-    serial = TrainableNetwork(spec, dtype=np.float64)
+    serial = build_network(spec, np.float64)
     serial_loss, _ = serial.loss_and_backward(x, y)
     assert loss == pytest.approx(serial_loss, rel=1e-12)
     for got, want in zip(grads_of(net), grads_of(serial), strict=True):
@@ -75,12 +82,12 @@ def test_the_layout_aligns_every_array_and_gives_each_worker_its_own_room() -> N
 def test_processes_give_the_same_numbers_as_threads() -> None:
     x, y = bars(21, seed=3)  # shares of 10 and 11 images
     x64 = x.astype(np.float64)
-    threads = TrainableNetwork(TINY, dtype=np.float64, workers=2, parallel="threads")
-    processes = TrainableNetwork(TINY, dtype=np.float64, workers=2)
+    threads = shared(TINY, np.float64, "threads")
+    processes = shared(TINY, np.float64)
     try:
         loss_t, logits_t = threads.loss_and_backward(x64, y)
         loss_p, logits_p = processes.loss_and_backward(x64, y)
-        assert processes.parallel == "processes" and processes._processes is not None
+        assert processes.mode == "processes" and processes.pids
         assert loss_p == loss_t
         np.testing.assert_array_equal(logits_p, logits_t)
         for gp, gt in zip(grads_of(processes), grads_of(threads), strict=True):
@@ -94,16 +101,18 @@ def test_training_steps_in_processes_follow_the_parameters() -> None:
     """Ten Adam steps with processes land on the same weights as with threads: the workers see
     every update, and a parameter array replaced from outside is picked up too."""
     x, y = bars(32, seed=5)
-    nets = [TrainableNetwork(TINY, workers=2, parallel=p) for p in ("threads", "processes")]
+    nets = [shared(TINY, mode=m) for m in ("threads", "processes")]
     try:
         for net in nets:
-            adam = Adam(net.param_groups(), learning_rate=1e-2)
+            adam = Adam(net.net.param_groups(), learning_rate=1e-2)
             for step in range(10):
                 if step == 5:  # replace (not update in place) one parameter array
-                    first = net.layers[0]
+                    first = net.net.layers[0]
                     first.params["weights"] = first.params["weights"] * 0.5
                 train_step(net, adam, x, y)
-        for (pt, _), (pp, _) in zip(nets[0].param_groups(), nets[1].param_groups(), strict=True):
+        for (pt, _), (pp, _) in zip(
+            nets[0].net.param_groups(), nets[1].net.param_groups(), strict=True
+        ):
             for name in pt:
                 np.testing.assert_array_equal(pp[name], pt[name])
     finally:
@@ -114,11 +123,11 @@ def test_training_steps_in_processes_follow_the_parameters() -> None:
 def test_a_share_larger_than_the_image_room_goes_through_the_pipe() -> None:
     small, y_small = bars(8, seed=6)
     big, y_big = bars(30, seed=7)
-    net = TrainableNetwork(TINY, dtype=np.float64, workers=2)
+    net = shared(TINY, np.float64)
     try:
         net.loss_and_backward(small, y_small)  # room for shares of 4 images
         loss, _ = net.loss_and_backward(big, y_big)
-        assert net.parallel == "processes"
+        assert net.mode == "processes"
         assert_like_serial(loss, net, big, y_big)
     finally:
         net.close()
@@ -126,29 +135,29 @@ def test_a_share_larger_than_the_image_room_goes_through_the_pipe() -> None:
 
 def test_close_ends_the_workers_and_the_network_still_trains() -> None:
     x, y = bars(16, seed=8)
-    net = TrainableNetwork(TINY, workers=2)
+    net = shared(TINY)
     net.loss_and_backward(x, y)
-    pids = net._processes.pids
+    pids = net.pids
     assert pids and all(alive(pid) for pid in pids)
     net.close()
     assert wait_gone(pids, 5.0)
     net.loss_and_backward(x, y)  # starts new workers
-    assert net._processes is not None and net._processes.pids != pids
+    assert net.pids and net.pids != pids
     net.close()
 
 
 def test_a_killed_worker_means_threads_for_the_rest_with_the_same_gradients(caplog) -> None:
     x, y = bars(20, seed=9)
     x64 = x.astype(np.float64)
-    net = TrainableNetwork(TINY, dtype=np.float64, workers=2)
+    net = shared(TINY, np.float64)
     try:
         net.loss_and_backward(x64, y)
-        (pid,) = net._processes.pids
+        (pid,) = net.pids
         os.kill(pid, signal.SIGKILL)
         assert wait_gone([pid])
-        with caplog.at_level(logging.WARNING, logger="app.cnn.trainer"):
+        with caplog.at_level(logging.WARNING, logger="app.learning.parallel"):
             loss, _ = net.loss_and_backward(x64, y)
-        assert net.parallel == "threads" and net._processes is None
+        assert net.mode == "threads" and net.pids == []
         assert "ended unexpectedly" in caplog.text and "with threads instead" in caplog.text
         assert_like_serial(loss, net, x64, y)
     finally:
@@ -161,7 +170,7 @@ def test_workers_that_cannot_start_mean_threads(monkeypatch, caplog) -> None:
 
     monkeypatch.setattr(share_processes, "_shared_file", no_room)
     x, y = bars(20, seed=10)
-    with caplog.at_level(logging.WARNING, logger="app.cnn.trainer"):
+    with caplog.at_level(logging.WARNING, logger="app.learning.parallel"):
         result = train(TINY, x, y, TrainConfig(epochs=2, batch_size=10, workers=2))
     assert "no room for" in caplog.text
     assert len(result.history) == 2
@@ -169,7 +178,7 @@ def test_workers_that_cannot_start_mean_threads(monkeypatch, caplog) -> None:
 
 def test_a_worker_that_cannot_build_the_network_says_why(monkeypatch) -> None:
     x, _ = bars(8, seed=11)
-    net = TrainableNetwork(TINY, workers=2)
+    net = build_network(TINY)
     too_big = replace(TINY.layers[0], kernel_size=15)  # wider than the 12x12 input
     monkeypatch.setattr(net, "spec", replace(TINY, layers=(too_big, *TINY.layers[1:])))
     with pytest.raises(WorkerProcessError, match=r"worker 1 could not start: SpecError"):
@@ -192,10 +201,10 @@ def test_the_setup_message_carries_no_weights() -> None:
     assert len(pickle.dumps(small)) < 4096
     x, y = bars(16, seed=16)
     given = replace(TINY, layers=layers)
-    net = TrainableNetwork(given, dtype=np.float64, workers=2)
+    net = shared(given, np.float64)
     try:  # the worker still computes with the given weights, from the shared block
         loss, _ = net.loss_and_backward(x, y)
-        assert net.parallel == "processes"
+        assert net.mode == "processes"
         assert_like_serial(loss, net, x, y, given)
     finally:
         net.close()
@@ -205,7 +214,7 @@ def test_a_worker_that_dies_at_start_gives_its_exit_code(monkeypatch) -> None:
     x, _ = bars(8, seed=12)
     monkeypatch.setattr(share_processes, "_BOOTSTRAP", "import sys; sys.exit(3)")
     with pytest.raises(WorkerProcessError, match=r"ended unexpectedly \(exit code 3\)"):
-        ShareProcesses(TrainableNetwork(TINY, workers=2), 1, x[:4])
+        ShareProcesses(build_network(TINY), 1, x[:4])
 
 
 def run_script(code: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
@@ -226,7 +235,7 @@ def test_a_script_without_a_main_guard_runs_once() -> None:
         textwrap.dedent(
             """
             import numpy as np
-            from app.cnn.trainer import TrainConfig, train
+            from app.learning.trainer import TrainConfig, train
             from tests.test_training import TINY, bars
             print("script ran", flush=True)
             x, y = bars(16, seed=0)
@@ -255,12 +264,13 @@ def test_workers_exit_when_the_trainer_dies() -> None:
     done = run_script(
         """
         import os
-        from app.cnn.trainer import TrainableNetwork
+        from app.cnn.network import build_network
+        from app.learning.parallel import DataParallel
         from tests.test_training import TINY, bars
-        net = TrainableNetwork(TINY, workers=2)
+        net = DataParallel(build_network(TINY), 2)
         x, y = bars(16, seed=0)
         net.loss_and_backward(x, y)
-        print(*net._processes.pids, flush=True)
+        print(*net.pids, flush=True)
         os._exit(0)  # no close(), no atexit
         """
     )
@@ -282,10 +292,10 @@ def test_a_full_dev_shm_puts_the_block_in_the_temp_directory(monkeypatch, tmp_pa
     monkeypatch.setattr(share_processes.shutil, "disk_usage", usage)
     monkeypatch.setattr(share_processes.tempfile, "tempdir", str(tmp_path))
     x, y = bars(16, seed=13)
-    net = TrainableNetwork(TINY, dtype=np.float64, workers=2)
+    net = shared(TINY, np.float64)
     try:
         loss, _ = net.loss_and_backward(x, y)
-        assert net.parallel == "processes" and asked == ["/dev/shm", str(tmp_path)]
+        assert net.mode == "processes" and asked == ["/dev/shm", str(tmp_path)]
         assert list(tmp_path.iterdir()) == []  # unlinked: nothing is left behind
         assert_like_serial(loss, net, x, y)
     finally:
@@ -294,7 +304,7 @@ def test_a_full_dev_shm_puts_the_block_in_the_temp_directory(monkeypatch, tmp_pa
 
 def test_an_error_in_this_process_share_is_raised_and_the_workers_stay_in_step() -> None:
     x, y = bars(16, seed=14)
-    net = TrainableNetwork(TINY, dtype=np.float64, workers=2)
+    net = shared(TINY, np.float64)
     try:
         net.loss_and_backward(x, y)
         bad = y.copy()
@@ -302,7 +312,7 @@ def test_an_error_in_this_process_share_is_raised_and_the_workers_stay_in_step()
         with pytest.raises(IndexError):
             net.loss_and_backward(x, bad)
         loss, _ = net.loss_and_backward(x, y)  # the worker's reply was collected: in step
-        assert net.parallel == "processes"
+        assert net.mode == "processes"
         assert_like_serial(loss, net, x, y)
     finally:
         net.close()
@@ -324,6 +334,6 @@ def test_a_worker_that_never_comes_up_is_given_up_on_and_stopped(monkeypatch) ->
     monkeypatch.setattr(share_processes.subprocess, "Popen", recording_popen)
     started = time.monotonic()
     with pytest.raises(WorkerProcessError, match="did not start in time"):
-        ShareProcesses(TrainableNetwork(TINY, workers=2), 1, x[:4])
+        ShareProcesses(build_network(TINY), 1, x[:4])
     assert time.monotonic() - started < 10
     assert len(spawned) == 1 and not alive(spawned[0])  # killed, and reaped

@@ -11,10 +11,10 @@ import pytest
 from PIL import Image, ImageDraw
 
 from app.cnn.network import Network
-from app.datasets import load_digits, load_shapes, mnist_style
-from app.imageio import to_array
-from app.models import load_model
-from app.train_models import MODEL_DIR, RECIPES, save_model, spec_to_dict
+from app.learning.datasets import load_digits, load_shapes, mnist_style
+from app.learning.recipes import MODEL_DIR, RECIPES
+from app.storage.model_files import load_model, save_model, spec_to_dict
+from app.web.imageio import to_array
 
 FIELDS = {
     "name",
@@ -39,7 +39,7 @@ def test_shipped_files_are_small_complete_and_load_in_the_registry(name: str) ->
     json_path, npz_path = MODEL_DIR / f"{name}.json", MODEL_DIR / f"{name}.npz"
     record = json.loads(json_path.read_text(encoding="utf-8"))
     assert set(record) == FIELDS
-    assert record["command"] == f"python -m app.train_models --only {name}"
+    assert record["command"] == f"python -m app.learning.recipes --only {name}"
     assert record["network"] == spec_to_dict(RECIPES[name].spec)  # the recipe made these files
     assert all("weights" not in layer for layer in record["network"]["layers"])
     assert npz_path.stat().st_size < 300_000

@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter
 from starlette.testclient import TestClient
 
-from app.main import create_app
 from app.schemas import ErrorResponse, ExplainResponse, ForwardResponse, ShapesResponse
 from app.settings import Settings
+from app.web.main import create_app
 from tests.conftest import encode, random_pixels
 
 APP = create_app(

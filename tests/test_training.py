@@ -7,8 +7,8 @@ import threading
 import numpy as np
 import pytest
 
-from app.cnn.network import build_network
-from app.cnn.optim import SGD, Adam, make_optimizer
+from app.cnn.layers import softmax_cross_entropy
+from app.cnn.network import Network, build_network
 from app.cnn.spec import (
     ConvSpec,
     DenseSpec,
@@ -18,8 +18,9 @@ from app.cnn.spec import (
     NetworkSpec,
     PoolSpec,
 )
-from app.cnn.train_layers import softmax_cross_entropy
-from app.cnn.trainer import TrainableNetwork, TrainConfig, TrainError, evaluate, train
+from app.learning.optim import SGD, Adam, make_optimizer
+from app.learning.parallel import DataParallel
+from app.learning.trainer import TrainConfig, TrainError, evaluate, train
 
 TINY = NetworkSpec(
     InputSpec(12, 12, 1),
@@ -191,24 +192,24 @@ def test_images_of_the_wrong_shape_are_refused() -> None:
 
 def test_two_workers_sum_to_the_same_gradients_as_one() -> None:
     x, y = bars(21, seed=3)  # an odd batch: shares of 10 and 11 images
-    serial = TrainableNetwork(TINY, dtype=np.float64)
-    split = TrainableNetwork(TINY, dtype=np.float64, workers=2)
+    serial = build_network(TINY, np.float64)
+    split = DataParallel(build_network(TINY, np.float64), 2)
     loss1, logits1 = serial.loss_and_backward(x.astype(np.float64), y)
     loss2, logits2 = split.loss_and_backward(x.astype(np.float64), y)
     split.close()
     assert loss2 == pytest.approx(loss1, rel=1e-12)
     np.testing.assert_allclose(logits2, logits1, rtol=1e-12)
-    for (_, g1), (_, g2) in zip(serial.param_groups(), split.param_groups(), strict=True):
+    for (_, g1), (_, g2) in zip(serial.param_groups(), split.net.param_groups(), strict=True):
         for name in g1:
             np.testing.assert_allclose(g2[name], g1[name], rtol=1e-10, atol=1e-14)
 
 
 def test_two_workers_keep_float32_gradients_float32() -> None:
     x, y = bars(20, seed=4)
-    net = TrainableNetwork(TINY, workers=2)
-    net.loss_and_backward(x, y)
-    net.close()
-    for _, grads in net.param_groups():
+    steps = DataParallel(build_network(TINY), 2)
+    steps.loss_and_backward(x, y)
+    steps.close()
+    for _, grads in steps.net.param_groups():
         assert all(g.dtype == np.float32 for g in grads.values())
 
 
@@ -228,10 +229,10 @@ POOLS_OF_EVERY_KIND = NetworkSpec(
 )
 
 
-def pool_net(bias_shift: float) -> TrainableNetwork:
+def pool_net(bias_shift: float) -> Network:
     """POOLS_OF_EVERY_KIND in float64 with every conv bias moved by bias_shift: a negative shift
     leaves many pooling windows whose relu outputs are all 0 (dead windows)."""
-    net = TrainableNetwork(POOLS_OF_EVERY_KIND, dtype=np.float64)
+    net = build_network(POOLS_OF_EVERY_KIND, np.float64)
     for params, _ in net.param_groups()[:-1]:
         params["bias"] += bias_shift
     return net
@@ -242,8 +243,8 @@ def plain_gradients(
 ) -> tuple[float, list[dict[str, np.ndarray]]]:
     """Loss and grads of a fresh network by forward + backward, no training step involved."""
     net = pool_net(bias_shift)
-    loss, dlogits = softmax_cross_entropy(net.forward(x), y)
-    net.backward(dlogits)
+    loss, dlogits = softmax_cross_entropy(net.logits(x), y)
+    net.backward_logits(dlogits)
     return loss, [{k: g.copy() for k, g in grads.items()} for _, grads in net.param_groups()]
 
 
@@ -270,11 +271,11 @@ def test_training_steps_give_the_plain_gradients_at_any_batch_size(bias_shift: f
 
 def test_outputs_handed_out_survive_later_training_steps() -> None:
     rng = np.random.default_rng(6)
-    net = TrainableNetwork(POOLS_OF_EVERY_KIND, dtype=np.float64)
+    net = build_network(POOLS_OF_EVERY_KIND, np.float64)
     x = rng.random((4, 14, 14, 2))
-    outputs = net.forward_layers(x)
+    outputs = net.forward_batch(x)
     kept = [out.copy() for out in outputs]
-    _, grads, input_grad = net.layer_gradients(x, target=1)
+    _, grads, input_grad = net.gradients(x, target=1)
     kept_grads = [g.copy() for g in grads]
     for _ in range(2):
         net.loss_and_backward(rng.random((4, 14, 14, 2)), rng.integers(0, 3, 4))

@@ -18,12 +18,12 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from app import training_jobs
 from app.cnn import estimate_activation_bytes, infer_shapes
-from app.datasets import DatasetUnavailableError
+from app.learning.datasets import DatasetUnavailableError
+from app.learning.recipes import MODEL_DIR
 from app.schemas import NetworkSpecModel
 from app.settings import Settings
-from app.train_models import MODEL_DIR
+from app.web import training_jobs
 from tests.conftest import client_for, encode, random_pixels
 
 pytestmark = pytest.mark.anyio

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 
-from app.job_files import JobFiles
 from app.settings import Settings
+from app.storage.jobs import JobFiles
 from tests.conftest import client_for
 from tests.test_training_api import (
     API,
@@ -234,7 +234,7 @@ async def test_only_the_newest_finished_jobs_of_all_workers_are_kept_models_stay
 
 CRASHING_WORKER = """
 import json, sys, time
-from app.main import create_app
+from app.web.main import create_app
 from app.settings import Settings
 from app.train_schemas import TrainRequest
 

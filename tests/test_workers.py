@@ -97,7 +97,7 @@ def test_two_workers_share_runs_through_the_default_store(tmp_path):
 
 def test_uvicorn_workers_without_the_setting_still_share_runs(tmp_path):
     port = free_port(8110)
-    command = [str(BIN / "uvicorn"), "app.main:create_app", "--factory", "--workers", "2",
+    command = [str(BIN / "uvicorn"), "app.web.main:create_app", "--factory", "--workers", "2",
                "--port", str(port), "--log-level", "warning"]  # fmt: skip
     env = server_env(port, data_dir=tmp_path / "data")
     with running_server(command, env, tmp_path / "server.log") as base:
@@ -185,7 +185,7 @@ def training_workers(server_pid: int) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except (OSError, IndexError, ValueError):
             continue  # gone meanwhile
-        if ppid == server_pid and b"app.cnn.share_processes" in cmdline:
+        if ppid == server_pid and b"app.learning.parallel" in cmdline:
             found.append(int(entry.name))
     return found
 

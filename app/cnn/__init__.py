@@ -5,16 +5,20 @@ from .explain import explain
 from .im2col import conv2d, pool2d, relu, relu_, softmax
 from .kernels import PRESET_KERNELS, he_normal, preset_weights
 from .layers import (
+    AvgPoolLayer,
     ConvLayer,
     DenseLayer,
     FlattenLayer,
+    GlobalAvgPoolLayer,
+    GlobalMaxPoolLayer,
     GlobalPoolLayer,
     Layer,
+    MaxPoolLayer,
     PoolLayer,
     ReluLayer,
-    build_layer,
+    softmax_cross_entropy,
 )
-from .network import Network, build_network, estimate_activation_bytes
+from .network import Network, build_layer, build_network, estimate_activation_bytes
 from .shapes import (
     LayerShape,
     ShapeReport,
@@ -38,6 +42,7 @@ from .spec import (
 
 __all__ = [
     "PRESET_KERNELS",
+    "AvgPoolLayer",
     "ConvLayer",
     "ConvSpec",
     "DenseLayer",
@@ -45,6 +50,8 @@ __all__ = [
     "ExplainError",
     "FlattenLayer",
     "FlattenSpec",
+    "GlobalAvgPoolLayer",
+    "GlobalMaxPoolLayer",
     "GlobalPoolLayer",
     "GlobalPoolSpec",
     "InputSpec",
@@ -52,6 +59,7 @@ __all__ = [
     "LayerIssue",
     "LayerShape",
     "LayerSpec",
+    "MaxPoolLayer",
     "Network",
     "NetworkSpec",
     "PoolLayer",
@@ -76,4 +84,5 @@ __all__ = [
     "relu_",
     "resolve_padding",
     "softmax",
+    "softmax_cross_entropy",
 ]

@@ -306,7 +306,7 @@ def _window_layer(index: int, layer: ConvSpec | PoolSpec, shape: Shape) -> _Step
     params = conv_params(f, c, k)
     formula += f" -> {ho}x{wo}x{k}; params ({f}*{f}*{c} + 1)*{k} = {params}"
     row_bytes = 4 * wo * f * f * c  # one output row of the im2col matrix
-    chunk_bytes = row_bytes * max(1, min(ho, im2col.COLUMN_BUDGET_BYTES // row_bytes))
+    chunk_bytes = row_bytes * max(1, min(ho, im2col.IMAGE_COLUMN_BUDGET_BYTES // row_bytes))
     scratch = padded_bytes + chunk_bytes
     return LayerShape(index, "conv", shape, (ho, wo, k), params, formula, scratch), issues
 

@@ -37,7 +37,7 @@ TRAINING_WARMUP_S = 0.2
 @dataclass(frozen=True)
 class TrainingWorkload:
     name: str
-    recipe: str  # a model in app.train_models.RECIPES: its architecture and input size
+    recipe: str  # a model in app.learning.recipes.RECIPES: its architecture and input size
     batch: int
 
 
@@ -50,49 +50,49 @@ TRAINING_WORKLOADS = (
 
 
 def torch_model(net: Any, torch: ModuleType) -> Any:
-    """The TrainableNetwork's layers as a torch.nn.Sequential with copies of its weights (NCHW).
+    """The Network's layers as a torch.nn.Sequential with copies of its weights (NCHW).
 
-    Flatten first moves channels last, so dense weights keep the engine's (y, x, c) order.
+    FlattenLayer first moves channels last, so dense weights keep the engine's (y, x, c) order.
     """
-    from app.cnn.train_layers import (
-        AvgPool2D,
-        Conv2D,
-        Dense,
-        Flatten,
-        GlobalAvgPool,
-        GlobalMaxPool,
-        MaxPool2D,
-        ReLU,
+    from app.cnn.layers import (
+        AvgPoolLayer,
+        ConvLayer,
+        DenseLayer,
+        FlattenLayer,
+        GlobalAvgPoolLayer,
+        GlobalMaxPoolLayer,
+        MaxPoolLayer,
+        ReluLayer,
     )
 
     nn = torch.nn
     modules: list[Any] = []
     for layer in net.layers:
-        if isinstance(layer, Conv2D):
+        if isinstance(layer, ConvLayer):
             k, f, _, c = layer.params["weights"].shape
             conv = nn.Conv2d(c, k, f, stride=layer.stride, padding=layer.padding)
             with torch.no_grad():
                 conv.weight.copy_(torch.from_numpy(layer.params["weights"].transpose(0, 3, 1, 2)))
                 conv.bias.copy_(torch.from_numpy(layer.params["bias"]))
             modules += [conv, nn.ReLU()] if layer.relu else [conv]
-        elif isinstance(layer, Dense):
+        elif isinstance(layer, DenseLayer):
             units, inputs = layer.params["weights"].shape
             dense = nn.Linear(inputs, units)
             with torch.no_grad():
                 dense.weight.copy_(torch.from_numpy(layer.params["weights"]))
                 dense.bias.copy_(torch.from_numpy(layer.params["bias"]))
-            modules += [dense, nn.ReLU()] if layer.relu else [dense]
-        elif isinstance(layer, ReLU):
+            modules += [dense, nn.ReLU()] if layer.activation == "relu" else [dense]
+        elif isinstance(layer, ReluLayer):
             modules.append(nn.ReLU())
-        elif isinstance(layer, MaxPool2D):
+        elif isinstance(layer, MaxPoolLayer):
             modules.append(nn.MaxPool2d(layer.size, layer.stride, layer.padding))
-        elif isinstance(layer, AvgPool2D):
+        elif isinstance(layer, AvgPoolLayer):
             modules.append(nn.AvgPool2d(layer.size, layer.stride, layer.padding))
-        elif isinstance(layer, GlobalMaxPool):
+        elif isinstance(layer, GlobalMaxPoolLayer):
             modules.append(nn.AdaptiveMaxPool2d(1))
-        elif isinstance(layer, GlobalAvgPool):
+        elif isinstance(layer, GlobalAvgPoolLayer):
             modules.append(nn.AdaptiveAvgPool2d(1))
-        elif isinstance(layer, Flatten):
+        elif isinstance(layer, FlattenLayer):
             modules += [_ChannelsLast(torch), nn.Flatten()]
         else:
             raise TypeError(f"no PyTorch counterpart for {type(layer).__name__}")
@@ -111,31 +111,33 @@ def _steps(
     workload: TrainingWorkload, torch: ModuleType, workers: int | None = None
 ) -> tuple[Callable, Callable, float, Any]:
     """(numpy_step, torch_step, relative difference of the first step's loss, the NumPy net)."""
-    from app.cnn.optim import Adam
-    from app.cnn.train_layers import softmax_cross_entropy
-    from app.cnn.trainer import TrainableNetwork, default_workers, train_step
-    from app.train_models import RECIPES
+    from app.cnn.layers import softmax_cross_entropy
+    from app.cnn.network import build_network
+    from app.learning.optim import Adam
+    from app.learning.parallel import DataParallel, default_workers
+    from app.learning.recipes import RECIPES
+    from app.learning.trainer import train_step
 
     spec = RECIPES[workload.recipe].spec
-    net = TrainableNetwork(spec, workers=default_workers() if workers is None else workers)
-    model = torch_model(net, torch)
+    net = DataParallel(build_network(spec), default_workers() if workers is None else workers)
+    model = torch_model(net.net, torch)
     rng = np.random.default_rng(0)
-    h, w, c = net.input_shape
+    h, w, c = net.net.input_shape
     x = rng.random((workload.batch, h, w, c), dtype=np.float32)  # (B, H, W, C)
-    y = rng.integers(0, net.n_classes, workload.batch)
+    y = rng.integers(0, net.net.n_classes, workload.batch)
     x_t = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))  # (B, C, H, W)
     y_t = torch.from_numpy(y)
 
-    numpy_loss = softmax_cross_entropy(net.forward(x), y)[0]
+    numpy_loss = softmax_cross_entropy(net.net.logits(x), y)[0]
     with torch.no_grad():
         torch_loss = float(torch.nn.functional.cross_entropy(model(x_t), y_t))
     agreement = abs(numpy_loss - torch_loss) / abs(torch_loss)
 
-    adam = Adam(net.param_groups(), learning_rate=LEARNING_RATE)
+    adam = Adam(net.net.param_groups(), learning_rate=LEARNING_RATE)
     torch_adam = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
 
     def numpy_step() -> None:
-        train_step(net, adam, x, y)  # what app.cnn.trainer.train does per batch
+        train_step(net, adam, x, y)  # what app.learning.trainer.train does per batch
 
     def torch_step() -> None:
         torch_adam.zero_grad(set_to_none=True)
@@ -151,7 +153,7 @@ def run_training(torch: ModuleType, plan: TimingPlan, workers: int | None = None
     workers : NumPy worker threads (None = what train() uses by default); PyTorch keeps the
     thread count it was given.
     """
-    from app.cnn.trainer import blas_single_threaded
+    from app.learning.parallel import blas_single_threaded
 
     plan = replace(plan, warmup_s=max(plan.warmup_s, TRAINING_WARMUP_S))
     rows = []
@@ -195,7 +197,7 @@ def run_training(torch: ModuleType, plan: TimingPlan, workers: int | None = None
 def run_parallel_modes(torch: ModuleType, plan: TimingPlan) -> Row:
     """Informational: the digits batch-128 step with its second share in a worker process (what
     train() does) against the same in a worker thread, interleaved like the rows above."""
-    from app.cnn.trainer import blas_single_threaded
+    from app.learning.parallel import blas_single_threaded
 
     workload = next(w for w in TRAINING_WORKLOADS if w.name == "train_digits_b128")
     plan = replace(plan, warmup_s=max(plan.warmup_s, TRAINING_WARMUP_S))
@@ -203,7 +205,7 @@ def run_parallel_modes(torch: ModuleType, plan: TimingPlan) -> Row:
     nets = []
     for parallel in ("processes", "threads"):
         step, _, _, net = _steps(workload, torch, workers=2)
-        net.parallel = parallel
+        net.mode = parallel
         steps[parallel], nets = step, [*nets, net]
     with blas_single_threaded(True):
         result = measure(steps, plan)

@@ -2,7 +2,8 @@
 
 Prints a table (workload, NumPy median, PyTorch or floor median, ratio, target, PASS/MISS) and
 writes the same as JSON (default bench-results/latest.json). Engine benchmarks run even when the
-web layer (app.render, app.imageio, app.main) is not importable; what was skipped is listed.
+web layer (app.web.render, app.web.imageio, app.web.main) is not importable; what was skipped
+is listed.
 Other options: --unset-openblas-env (rerun without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE) and
 --malloc-default (keep glibc's malloc thresholds). Exit status 1 if a benchmark crashed; a MISS
 is a finding, not a failure.

@@ -1,7 +1,7 @@
 """Web-layer benchmarks: rendering the pipeline's maps to PNG, and a run through the ASGI app.
 
-Both need app.render / app.imageio / app.main; when those are not importable the benchmarks are
-skipped with the reason, and the engine benchmarks still run.
+Both need app.web.render / app.web.imageio / app.web.main; when those are not importable the
+benchmarks are skipped with the reason, and the engine benchmarks still run.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def _encoders(render: Any, maps: list[tuple[np.ndarray, bytes]]) -> dict[str, Ca
 
 
 def _index_maps(render: Any, outputs: list[np.ndarray]) -> list[tuple[np.ndarray, bytes]]:
-    """(uint8 indices, palette) for every grid and channel map, as app.render colours them."""
+    """(uint8 indices, palette) for every grid and channel map, as app.web.render colours them."""
     maps = []
     for out in outputs:
         diverging = bool(out.min() < 0)
@@ -120,7 +120,7 @@ def _index_maps(render: Any, outputs: list[np.ndarray]) -> list[tuple[np.ndarray
 
 def run_render(plan: TimingPlan) -> list[Row]:
     """All maps of the pipeline run to PNG (grid + every channel), and PNG mode choices."""
-    render = _need("app.render")
+    render = _need("app.web.render")
     network, image, outputs = _pipeline_outputs()
     n_maps = sum(1 + _map_count(out) for out in outputs)
     total_bytes = sum(len(png) for png in render_all(render, outputs))
@@ -281,10 +281,10 @@ def _multipart(png: bytes, form: dict[str, str]) -> tuple[bytes, tuple[tuple[byt
 
 def run_server(plan: TimingPlan) -> Row:
     """POST /api/v1/forward + GET every grid and channel PNG, in process, vs the same work
-    without HTTP (build network, decode with app.imageio, forward, render every map)."""
-    render = _need("app.render")
-    imageio = _need("app.imageio")
-    main = _need("app.main")
+    without HTTP (build network, decode with app.web.imageio, forward, render every map)."""
+    render = _need("app.web.render")
+    imageio = _need("app.web.imageio")
+    main = _need("app.web.main")
     settings_module = _need("app.settings")
     build_network = _need("app.cnn.network").build_network
     settings = settings_module.Settings()

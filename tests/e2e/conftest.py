@@ -38,11 +38,11 @@ PHONE = {"width": 390, "height": 844}
 
 @pytest.fixture(scope="session")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Base URL of a real `uvicorn app.main:create_app --factory` on a free port, its data
+    """Base URL of a real `uvicorn app.web.main:create_app --factory` on a free port, its data
     directory temporary (so only the shipped models are listed)."""
     port = free_port()
     folder = tmp_path_factory.mktemp("server")
-    command = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"]
+    command = [sys.executable, "-m", "uvicorn", "app.web.main:create_app", "--factory"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     env = server_env(port, data_dir=folder / "data")
     with running_server(command, env, folder / "uvicorn.log") as url:

@@ -31,7 +31,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A server of our own: data_dir in a temporary directory, train_max_examples small."""
     port = free_port()
     folder = tmp_path_factory.mktemp("train-server")
-    command = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"]
+    command = [sys.executable, "-m", "uvicorn", "app.web.main:create_app", "--factory"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     env = server_env(
         port, data_dir=folder / "data", train_max_examples=TRAIN_EXAMPLES, train_threads=1

@@ -51,7 +51,11 @@ from app.settings import Settings
 from tests.live_server import server_env, server_process
 
 MB = 2**20
-SERVE = [sys.executable, "-c", "from app.main import serve; serve()"]  # what `cnn-explorer` runs
+SERVE = [
+    sys.executable,
+    "-c",
+    "from app.web.main import serve; serve()",
+]  # what `cnn-explorer` runs
 
 NETWORKS = {
     "worked example": {

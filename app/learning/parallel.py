@@ -1,4 +1,12 @@
-"""Worker processes for data-parallel training steps.
+"""Data parallelism for training steps: a batch shared between this thread and worker processes.
+
+`DataParallel(net, workers)` runs a Network's training step (Network.loss_and_backward) with
+the first share of each mini-batch in the calling thread and the others in worker processes,
+with BLAS held to one thread each (threadpoolctl); the gradients are summed in share order, as a
+serial sum would. Where worker processes cannot start, or one dies, worker threads do the same
+with replicas of the layers in this process (NumPy releases the GIL in the big array
+operations, but the threads still wait on each other for it between operations: a step took
+4-12% longer on the digits net in make bench). The network knows nothing of any of this.
 
 Each worker process runs forward and backward on its share of every mini-batch through its own
 copy of the layers. The parameters, each worker's gradients and each worker's images live in one
@@ -26,13 +34,15 @@ the same order and room for `capacity` images; each array starts on a 64-byte bo
 from __future__ import annotations
 
 import contextlib
+import logging
 import mmap
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
@@ -41,7 +51,8 @@ from typing import Any
 
 import numpy as np
 
-from .spec import ConvSpec, DenseSpec, NetworkSpec
+from app.cnn.network import Network, build_network
+from app.cnn.spec import ConvSpec, DenseSpec, NetworkSpec
 
 _ALIGN = 64
 # How long close() waits for a worker to exit on its own before killing it, and how long a new
@@ -52,7 +63,7 @@ _START_WAIT_S = 120.0
 _CODE_ROOT = str(Path(__file__).resolve().parents[2])
 _BOOTSTRAP = (
     "import sys; sys.path.insert(0, sys.argv[1]); "
-    "from app.cnn.share_processes import serve; serve(int(sys.argv[2]), int(sys.argv[3]))"
+    "from app.learning.parallel import serve; serve(int(sys.argv[2]), int(sys.argv[3]))"
 )
 
 
@@ -146,16 +157,16 @@ def _shared_file(size: int) -> int:
 
 
 class ShareProcesses:
-    """`workers` processes, each computing one share of every step for a TrainableNetwork.
+    """`workers` processes, each computing one share of every step for a Network.
 
-    net      : the TrainableNetwork; its parameter arrays are moved into the shared block (same
+    net      : the Network; its parameter arrays are moved into the shared block (same
                values; `net.layers[i].params[name]` then is a view of the block)
     images   : an example share (B, H, W, C): shares of up to B images of that shape and dtype go
                through the block, larger or different ones through the pipe
     Raises WorkerProcessError when the block or a process cannot be made.
     """
 
-    def __init__(self, net: Any, workers: int, images: np.ndarray) -> None:
+    def __init__(self, net: Network, workers: int, images: np.ndarray) -> None:
         arrays = [
             (i, name, array.shape)
             for i, layer in enumerate(net.layers)
@@ -302,13 +313,11 @@ def serve(pipe_fd: int, block_fd: int) -> None:
     went wrong, then run shares until the pipe says None or closes."""
     from threadpoolctl import threadpool_limits
 
-    from .trainer import TrainableNetwork
-
     pipe = Connection(pipe_fd)
     try:
         spec, layout, worker = pipe.recv()
         threadpool_limits(1)  # one core per worker, as the trainer's own share has
-        net = TrainableNetwork(spec, dtype=np.dtype(layout.dtype), workers=1)
+        net = build_network(spec, dtype=np.dtype(layout.dtype))
         with open(block_fd, "r+b") as file:
             shared = mmap.mmap(file.fileno(), layout.size)
         block = np.frombuffer(shared, dtype=np.uint8)
@@ -332,10 +341,159 @@ def serve(pipe_fd: int, block_fd: int) -> None:
         count, y, weight, x = message
         try:
             share = images[:count] if x is None else x  # (B, H, W, C)
-            loss, logits = net.share_loss_and_backward(share, y, weight)
+            loss, logits = net.loss_and_backward(share, y, weight)
             for slot, array in grads:
                 array[...] = net.layers[slot.layer].grads[slot.name]
             reply = (loss, logits, None)
         except Exception as exc:  # sent back: the trainer raises it with this worker's number
             reply = (0.0, None, f"{type(exc).__name__}: {exc}")
         pipe.send(reply)
+
+
+log = logging.getLogger(__name__)
+
+# A worker's share below this many images costs more in hand-offs than it saves.
+MIN_SHARE = 4
+
+
+def default_workers() -> int:
+    """Workers for data-parallel training: up to 2 cores, 1 when BLAS cannot be held to 1."""
+    try:
+        import threadpoolctl  # noqa: F401
+    except ImportError:
+        return 1
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+@contextlib.contextmanager
+def blas_single_threaded(enabled: bool = True) -> Iterator[None]:
+    """Hold BLAS to one thread inside the block (the shares supply the parallelism).
+
+    Process-wide while it lasts: single-image forwards running meanwhile get one BLAS thread too.
+    """
+    if not enabled:
+        yield
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+class DataParallel:
+    """A Network's training steps with each batch split into `workers` shares.
+
+    net      : the Network whose parameters the optimiser updates (its grads get the sums)
+    workers  : how many share each batch (1 = all in this thread)
+    mode     : "processes" (the default) or "threads" for the shares beyond the first
+    """
+
+    def __init__(self, net: Network, workers: int = 1, mode: str = "processes") -> None:
+        if mode not in ("processes", "threads"):
+            raise ValueError(f"mode must be 'processes' or 'threads', got {mode!r}")
+        self.net = net
+        self.workers = max(1, workers)
+        # How shares 1.. of a step run: "processes" (falls back to "threads" for good if they
+        # cannot start or one dies).
+        self.mode = mode
+        self._processes: ShareProcesses | None = None
+        self._replicas: list[Network] = []
+        self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def pids(self) -> list[int]:
+        """The worker processes' PIDs (none before the first shared step or with threads)."""
+        return [] if self._processes is None else self._processes.pids
+
+    def loss_and_backward(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        """Mean cross-entropy of the batch x (N, H, W, C), y (N,); fills the network's grads;
+        returns the loss and the logits (N, K).
+
+        The batch is split into shares of at least MIN_SHARE images: this thread takes the
+        first, worker processes the others (threads where processes cannot be started), and the
+        gradients are summed in share order: the result equals the serial one up to float
+        rounding.
+        """
+        shares = min(self.workers, len(x) // MIN_SHARE)
+        if shares <= 1:
+            return self.net.loss_and_backward(x, y, 1.0)
+        bounds = np.linspace(0, len(x), shares + 1).astype(int)
+        parts = [
+            # Each share's part of the batch mean: a Python float, not a NumPy float64 (which
+            # would turn the float32 gradients, and every layer below, into float64).
+            (x[lo:hi], y[lo:hi], (hi - lo) / len(x))
+            for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
+        ]
+        if self.mode == "processes":
+            try:
+                return self._step_in_processes(parts)
+            except WorkerProcessError as exc:
+                # Nothing has changed the parameters yet: the step is redone on threads.
+                log.warning("%s; training goes on with threads instead", exc)
+                self.mode = "threads"
+                self._close_processes()
+        return self._step_in_threads(parts)
+
+    def _step_in_processes(
+        self, parts: list[tuple[np.ndarray, np.ndarray, float]]
+    ) -> tuple[float, np.ndarray]:
+        """Share 0 here, shares 1.. in worker processes; sums their gradients into net's."""
+        if self._processes is None:
+            self._processes = ShareProcesses(self.net, self.workers - 1, parts[1][0])
+        self._processes.sync_params(self.net.layers)
+        self._processes.send(parts[1:])
+        try:
+            own = self.net.loss_and_backward(*parts[0])
+        finally:
+            others = self._processes.receive()  # always: keeps the pipes in step
+        processes = self._processes
+        return self._combined(
+            [own, *others],
+            lambda i, name: [processes.grads(k, i, name) for k in range(len(parts) - 1)],
+        )
+
+    def _step_in_threads(
+        self, parts: list[tuple[np.ndarray, np.ndarray, float]]
+    ) -> tuple[float, np.ndarray]:
+        """Share 0 on this thread, shares 1.. on worker threads with replicas of the layers."""
+        if self._pool is None:
+            self._replicas = [self.net.replica() for _ in range(self.workers - 1)]
+            self._pool = ThreadPoolExecutor(self.workers - 1, thread_name_prefix="train")
+        others = [
+            self._pool.submit(self._replicas[k - 1].loss_and_backward, *parts[k])
+            for k in range(1, len(parts))
+        ]
+        results = [self.net.loss_and_backward(*parts[0])]
+        results += [future.result() for future in others]
+        replicas = self._replicas[: len(parts) - 1]
+        return self._combined(
+            results, lambda i, name: [rep.layers[i].grads[name] for rep in replicas]
+        )
+
+    def _combined(
+        self,
+        results: list[tuple[float, np.ndarray]],
+        other_grads: Callable[[int, str], list[np.ndarray]],
+    ) -> tuple[float, np.ndarray]:
+        """Adds the other shares' gradients (other_grads(layer index, name), in share order) to
+        the network's; returns the summed loss and the logits (N, K) of all shares in order."""
+        for i, layer in enumerate(self.net.layers):
+            for name in layer.grads:
+                layer.grads[name] = sum([layer.grads[name], *other_grads(i, name)])
+        return sum(r[0] for r in results), np.concatenate([r[1] for r in results])
+
+    def close(self) -> None:
+        """Stop the worker processes or threads (a closed DataParallel still works: the next
+        shared step starts them again)."""
+        self._close_processes()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool, self._replicas = None, []
+
+    def _close_processes(self) -> None:
+        if self._processes is not None:
+            self._processes.close()
+            self._processes = None

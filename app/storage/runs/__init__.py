@@ -1,6 +1,6 @@
 """Run stores shared between processes, and `open_run_store`, which picks one from the settings.
 
-    memory               app.runs.MemoryRunStore: this process only
+    memory               app.storage.runs.memory.MemoryRunStore: this process only
     disk, disk:///path   disk.DiskRunStore: files shared by the workers of one machine
     redis://host:port/db redis_store.RedisRunStore: shared by several machines
     auto                 memory for one worker process, disk for more
@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from app.run_stores.disk import DiskRunStore
-from app.runs import MemoryRunStore, RunStore
 from app.settings import Settings, server_processes
+from app.storage.runs.disk import DiskRunStore
+from app.storage.runs.memory import MemoryRunStore, RunStore
 
 log = logging.getLogger("cnn_explorer")
 
@@ -40,14 +39,6 @@ def resolve_run_store(settings: Settings) -> str:
     return choice
 
 
-def redis_address(url: str) -> str:
-    """redis://user:secret@host:6379/0 -> "host:6379/0" (no credentials in logs or messages)."""
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        return parts.path
-    return f"{parts.hostname}:{parts.port or 6379}{parts.path or '/0'}"
-
-
 def describe_run_store(settings: Settings) -> str:
     """Where runs are kept, for a log line, without credentials: "Redis at host:6379/0"."""
     choice = resolve_run_store(settings)
@@ -55,6 +46,8 @@ def describe_run_store(settings: Settings) -> str:
         return "each worker's memory"
     if choice.startswith("disk://"):
         return f"files under {choice.removeprefix('disk://')}"
+    from app.storage.runs.redis_store import redis_address
+
     return f"Redis at {redis_address(choice)}"
 
 
@@ -70,7 +63,7 @@ def open_run_store(settings: Settings) -> RunStore:
             raise ValueError(f"run_store {choice!r}: give an absolute path, as disk:///srv/runs")
         return DiskRunStore(root, **bounds)
     # The redis package is imported only by those who use it.
-    from app.run_stores.redis_store import RedisRunStore, RunStoreUnavailableError
+    from app.storage.runs.redis_store import RedisRunStore, RunStoreUnavailableError
 
     store = RedisRunStore(choice, **bounds)
     try:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.routers.deps import package_version
 from app.schemas import HealthResponse
+from app.web.deps import package_version
 
 health_router = APIRouter(tags=["health"])
 

@@ -19,7 +19,6 @@ from app.errors import (
     summarize,
     unreadable_json,
 )
-from app.routers.deps import SettingsDep, error_responses
 from app.schemas import (
     AvgPoolLayer,
     ConvLayer,
@@ -30,6 +29,7 @@ from app.schemas import (
 )
 from app.schemas import DenseLayer as DenseLayerModel
 from app.settings import Settings
+from app.web.deps import SettingsDep, error_responses
 
 
 def _over(index: int | None, field: str, what: str, value: int, most: int) -> IssueDict:

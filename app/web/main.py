@@ -15,17 +15,16 @@ from fastapi.templating import Jinja2Templates
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.admission import install_admission, limit_blas_threads
 from app.errors import file_size, install_error_handlers
-from app.models import ModelRegistry
-from app.routers import include_api
-from app.routers.deps import package_version
-from app.run_stores import describe_run_store, open_run_store
-from app.runs import RenderCache
-from app.saved_models import ModelCatalog, SavedModels
-from app.security import install_security
 from app.settings import Settings, get_settings
-from app.training_jobs import TrainingJobs
+from app.storage.models import ModelCatalog, ModelRegistry, SavedModels
+from app.storage.runs import describe_run_store, open_run_store
+from app.web.admission import install_admission, limit_blas_threads
+from app.web.deps import package_version
+from app.web.render_cache import RenderCache
+from app.web.routers import include_api
+from app.web.security import install_security
+from app.web.training_jobs import TrainingJobs
 
 log = logging.getLogger("cnn_explorer")
 
@@ -176,7 +175,7 @@ def serve() -> None:
         )
     log.info("Runs are kept in %s.", describe_run_store(settings))
     uvicorn.run(
-        "app.main:create_app",
+        "app.web.main:create_app",
         factory=True,
         host=settings.host,
         port=settings.port,

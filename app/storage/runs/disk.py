@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from app.cnn import Network
-from app.run_stores.blobs import (
+from app.storage.runs.blobs import (
     Blob,
     BlobError,
     NetworkCache,
@@ -40,7 +40,7 @@ from app.run_stores.blobs import (
     decode_run,
     encode_for_store,
 )
-from app.runs import RUN_ID, Clock, Run, run_not_found
+from app.storage.runs.memory import RUN_ID, Clock, Run, run_not_found
 
 log = logging.getLogger("cnn_explorer")
 

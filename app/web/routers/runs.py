@@ -11,15 +11,16 @@ import numpy as np
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from app import render
-from app.admission import AdmissionGate
 from app.cnn import explain
 from app.errors import ChannelNotFoundError, LayerNotFoundError
-from app.routers.deps import RunContextDep, error_responses
-from app.routers.forward import _finite
-from app.runs import RenderCache, Run
 from app.schemas import ExplainResponse
 from app.settings import Settings
+from app.storage.runs.memory import Run
+from app.web import render
+from app.web.admission import AdmissionGate
+from app.web.deps import RunContextDep, error_responses
+from app.web.render_cache import RenderCache
+from app.web.routers.forward import _finite
 
 runs_router = APIRouter(tags=["runs"])
 

@@ -10,10 +10,11 @@ import numpy as np
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from app import saliency
-from app.admission import GateDep
-from app.routers.deps import CacheDep, SettingsDep, StoreDep, error_responses
-from app.runs import Run
+from app.cnn import attribution
+from app.storage.runs.memory import Run
+from app.web import saliency
+from app.web.admission import GateDep
+from app.web.deps import CacheDep, SettingsDep, StoreDep, error_responses
 
 saliency_router = APIRouter(tags=["runs"])
 
@@ -71,15 +72,13 @@ def _prepare(run: Run, target: int | None) -> int:
 
 
 def _saliency(run: Run, target: int) -> np.ndarray:
-    net = saliency.trainable(run.network)
-    return saliency.saliency_map(net, run.input, target)
+    return attribution.saliency_map(run.network, run.input, target)
 
 
 def _gradcam(run: Run, target: int, layer: int, method: str) -> np.ndarray:
-    net = saliency.trainable(run.network)
-    cam = saliency.grad_cam(net, run.input, target, layer, method)
+    cam = attribution.grad_cam(run.network, run.input, target, layer, method)
     h, w, _ = run.input.shape
-    return saliency.upsample(cam, h, w)
+    return attribution.upsample(cam, h, w)
 
 
 async def _png_reply(

@@ -1,4 +1,4 @@
-"""Training jobs: each runs app.cnn.trainer.train on a background thread of one worker process.
+"""Training jobs: each runs app.learning.trainer.train on a background thread of one worker process.
 
 The jobs do not go through the admission gate (a training run takes minutes; the gate's
 budget is for requests). Instead at most `train_max_jobs` run at once on the machine (a slot
@@ -32,22 +32,22 @@ from typing import Any
 
 import numpy as np
 
-from app.admission import OverloadedError
 from app.cnn.spec import ConvSpec, DenseSpec, NetworkSpec
-from app.cnn.trainer import EpochReport, TrainConfig, TrainError, evaluate, train
-from app.datasets import (
+from app.errors import AppError, IssueDict, NotFoundError, issue
+from app.learning.datasets import (
     DIGIT_LABELS,
     SHAPE_LABELS,
     Dataset,
     DatasetUnavailableError,
     load_dataset,
 )
-from app.errors import AppError, IssueDict, NotFoundError, issue
-from app.job_files import JobFiles, Slot, owner_info
-from app.saved_models import ModelCatalog
+from app.learning.trainer import EpochReport, TrainConfig, TrainError, evaluate, train
 from app.schemas import DenseLayer, NetworkSpecModel
 from app.settings import Settings
+from app.storage.jobs import JobFiles, Slot, owner_info
+from app.storage.models import ModelCatalog
 from app.train_schemas import FINAL_STATES, TrainRequest
+from app.web.admission import OverloadedError
 
 log = logging.getLogger("cnn_explorer")
 

@@ -1,14 +1,15 @@
-"""Preset (trained) models shipped as files, listed by GET /api/v1/models.
+"""A model's files, read and written in one place: `<name>.json` and `<name>.npz`.
 
-A model is `<models_dir>/<name>.json`:
+The JSON file:
     {"name": "<name>", "description": str, "network": <network spec>, "labels": [str] | null,
      "accuracy": float | null, "test_split": str | null, "dataset": str | null,
      "command": str | null}
 Other top-level keys are ignored with a warning (a newer trainer may add metadata).
 Weights are either inline in the network spec, or in `<name>.npz` next to it with the arrays
 `layers.<i>.weights` and `layers.<i>.bias` for layer index i (conv (K, F, F, C), dense
-(units, inputs); float32). A file that does not load is a packaging bug: loading raises
-ModelFileError naming the file, so the server refuses to start rather than serve a broken model.
+(units, inputs); float32). A file that does not load raises ModelFileError naming the file.
+Shipped models are written by `make train` (app/learning/recipes.py) with save_model; models
+trained on the server by app/storage/models.py, atomically.
 """
 
 from __future__ import annotations
@@ -16,15 +17,28 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import re
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.cnn import Network, NetworkSpec, SpecError, build_network
-from app.errors import ModelNotFoundError, issues_from_pydantic
+from app.cnn.spec import (
+    ConvSpec,
+    DenseSpec,
+    FlattenSpec,
+    GlobalPoolSpec,
+    LayerSpec,
+    PoolSpec,
+    ReluSpec,
+)
+from app.errors import issues_from_pydantic
 from app.schemas import NetworkSpecModel, PresetModelInfo
 
 log = logging.getLogger("cnn_explorer")
@@ -130,29 +144,117 @@ def load_model(json_path: Path) -> PresetModel:
     return PresetModel(file=file, network=network)
 
 
-class ModelRegistry:
-    """The preset models of one directory, loaded and built once (networks are read-only)."""
+def layer_to_dict(layer: LayerSpec) -> dict:
+    """One engine layer spec -> its API JSON form (API.md), without weights or bias."""
+    if isinstance(layer, ConvSpec):
+        return {
+            "type": "conv",
+            "filters": layer.filters,
+            "kernel_size": layer.kernel_size,
+            "stride": layer.stride,
+            "padding": layer.padding,
+            "activation": layer.activation,
+        }
+    if isinstance(layer, DenseSpec):
+        return {"type": "dense", "units": layer.units, "activation": layer.activation}
+    if isinstance(layer, PoolSpec):
+        return {
+            "type": layer.type,
+            "size": layer.size,
+            "stride": layer.effective_stride,
+            "padding": layer.padding,
+        }
+    if isinstance(layer, GlobalPoolSpec | FlattenSpec | ReluSpec):
+        return {"type": layer.type}
+    raise TypeError(f"unknown layer spec {layer!r}")
 
-    def __init__(self, models_dir: Path) -> None:
-        self.models_dir = models_dir
-        paths = sorted(models_dir.glob("*.json")) if models_dir.is_dir() else []
-        self._models = {m.name: m for m in (load_model(p) for p in paths)}
 
-    def names(self) -> list[str]:
-        return list(self._models)
+def spec_to_dict(spec: NetworkSpec) -> dict:
+    """A NetworkSpec -> the API's network JSON, architecture and seed only (no arrays)."""
+    inp = spec.input
+    return {
+        "input": {"height": inp.height, "width": inp.width, "channels": inp.channels},
+        "seed": spec.seed,
+        "layers": [layer_to_dict(layer) for layer in spec.layers],
+    }
 
-    def list(self) -> list[PresetModel]:
-        return list(self._models.values())
 
-    def get(self, name: str) -> PresetModel:
-        """The model called name, or ModelNotFoundError (404) listing the available names."""
-        model = self._models.get(name)
-        if model is None:
-            available = self.names()
-            listed = ", ".join(available) if available else "none are installed"
-            raise ModelNotFoundError(
-                f"There is no preset model {name!r}. Available: {listed}. "
-                "GET /api/v1/models lists them; or send your own network instead.",
-                available=available,
-            )
-        return model
+def weight_arrays(spec: NetworkSpec) -> dict[str, np.ndarray]:
+    """{"layers.<i>.weights": (K, F, F, C) or (units, inputs), "layers.<i>.bias": ...} float32."""
+    arrays = {}
+    for i, layer in enumerate(spec.layers):
+        if isinstance(layer, ConvSpec | DenseSpec):
+            if layer.weights is None or layer.bias is None:
+                raise ValueError(f"layer {i} ({layer.type}) has no trained weights to save")
+            arrays[f"layers.{i}.weights"] = np.asarray(layer.weights, dtype=np.float32)
+            arrays[f"layers.{i}.bias"] = np.asarray(layer.bias, dtype=np.float32)
+    return arrays
+
+
+def model_json(
+    name: str,
+    spec: NetworkSpec,
+    *,
+    description: str,
+    labels: list[str] | None,
+    accuracy: float | None,
+    test_split: str | None,
+    dataset: str | None,
+    command: str | None,
+) -> str:
+    """The text of a model's `<name>.json` (architecture and facts; the arrays go in the .npz)."""
+    record = {
+        "name": name,
+        "description": description,
+        "network": spec_to_dict(spec),
+        "labels": labels,
+        "accuracy": None if accuracy is None else round(float(accuracy), 4),
+        "test_split": test_split,
+        "dataset": dataset,
+        "command": command,
+    }
+    return json.dumps(record, indent=2) + "\n"
+
+
+def save_model(
+    directory: Path,
+    name: str,
+    spec: NetworkSpec,
+    *,
+    description: str,
+    labels: list[str] | None,
+    accuracy: float | None,
+    test_split: str | None,
+    dataset: str | None,
+    command: str | None,
+) -> tuple[Path, Path]:
+    """Write `<name>.json` and `<name>.npz` for a trained spec; returns both paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    text = model_json(
+        name,
+        spec,
+        description=description,
+        labels=labels,
+        accuracy=accuracy,
+        test_split=test_split,
+        dataset=dataset,
+        command=command,
+    )
+    json_path, npz_path = directory / f"{name}.json", directory / f"{name}.npz"
+    json_path.write_text(text, encoding="utf-8")
+    np.savez_compressed(npz_path, **weight_arrays(spec))
+    return json_path, npz_path
+
+
+def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Call write(file) on a temporary file next to path, fsync it, then os.replace it in."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,8 +1,8 @@
 """Rebuild the shipped trained models in app/model_files/ from fixed seeds.
 
-    python -m app.train_models                  # retrain every model and write its files
-    python -m app.train_models --only digits    # just one
-    python -m app.train_models --check          # retrain, compare accuracy with the shipped json
+    python -m app.learning.recipes                # retrain every model and write its files
+    python -m app.learning.recipes --only digits  # just one
+    python -m app.learning.recipes --check        # retrain, compare accuracy with the json
 
 Each model is `<name>.json` (architecture without weights, labels, test accuracy, data set, split,
 this command) and `<name>.npz` (arrays `layers.<i>.weights` and `layers.<i>.bias`, float32), the
@@ -19,23 +19,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from app.cnn.spec import (
     ConvSpec,
     DenseSpec,
     FlattenSpec,
     GlobalPoolSpec,
     InputSpec,
-    LayerSpec,
     NetworkSpec,
     PoolSpec,
-    ReluSpec,
 )
-from app.cnn.trainer import Augment, EpochReport, TrainConfig, TrainResult, evaluate, train
-from app.datasets import Dataset, augment_digits, augment_shapes, load_digits, load_shapes
+from app.learning.datasets import Dataset, augment_digits, augment_shapes, load_digits, load_shapes
+from app.learning.trainer import Augment, EpochReport, TrainConfig, TrainResult, evaluate, train
+from app.storage.model_files import save_model
 
-MODEL_DIR = Path(__file__).parent / "model_files"
+MODEL_DIR = Path(__file__).resolve().parents[1] / "model_files"
 # Retraining on another machine may round differently in BLAS; accuracy must land this close.
 CHECK_TOLERANCE = 0.01
 
@@ -63,7 +60,8 @@ RECIPES: dict[str, Recipe] = {
                 "on-light drawing first). It works best when the digit is centred and about 20 "
                 "of the 28 pixels tall with strokes about 2-3 pixels wide: draw on a black "
                 "square canvas with a thick white pen, leaving a margin, or pass the drawing "
-                "through app.datasets.mnist_style. Trained on 4000 MNIST digits with random "
+                "through app.learning.datasets.mnist_style. Trained on 4000 MNIST digits with "
+                "random "
                 "shifts, rotations, scales and thicker strokes."
             ),
             load=load_digits,
@@ -92,7 +90,8 @@ RECIPES: dict[str, Recipe] = {
                 "triangle, plus or cross (an x), of any colour on a noisy background of another "
                 "colour. Its eight 5x5 first-layer filters are edge detectors you can read; a "
                 "global max pool makes the answer independent of where the shape is. Trained on "
-                "generated images (app.datasets.make_shapes) mirrored left-right at random."
+                "generated images (app.learning.datasets.make_shapes) mirrored left-right at "
+                "random."
             ),
             load=load_shapes,
             spec=NetworkSpec(
@@ -118,108 +117,6 @@ RECIPES: dict[str, Recipe] = {
         ),
     )
 }
-
-
-def layer_to_dict(layer: LayerSpec) -> dict:
-    """One engine layer spec -> its API JSON form (API.md), without weights or bias."""
-    if isinstance(layer, ConvSpec):
-        return {
-            "type": "conv",
-            "filters": layer.filters,
-            "kernel_size": layer.kernel_size,
-            "stride": layer.stride,
-            "padding": layer.padding,
-            "activation": layer.activation,
-        }
-    if isinstance(layer, DenseSpec):
-        return {"type": "dense", "units": layer.units, "activation": layer.activation}
-    if isinstance(layer, PoolSpec):
-        return {
-            "type": layer.type,
-            "size": layer.size,
-            "stride": layer.effective_stride,
-            "padding": layer.padding,
-        }
-    if isinstance(layer, GlobalPoolSpec | FlattenSpec | ReluSpec):
-        return {"type": layer.type}
-    raise TypeError(f"unknown layer spec {layer!r}")
-
-
-def spec_to_dict(spec: NetworkSpec) -> dict:
-    """A NetworkSpec -> the API's network JSON, architecture and seed only (no arrays)."""
-    inp = spec.input
-    return {
-        "input": {"height": inp.height, "width": inp.width, "channels": inp.channels},
-        "seed": spec.seed,
-        "layers": [layer_to_dict(layer) for layer in spec.layers],
-    }
-
-
-def weight_arrays(spec: NetworkSpec) -> dict[str, np.ndarray]:
-    """{"layers.<i>.weights": (K, F, F, C) or (units, inputs), "layers.<i>.bias": ...} float32."""
-    arrays = {}
-    for i, layer in enumerate(spec.layers):
-        if isinstance(layer, ConvSpec | DenseSpec):
-            if layer.weights is None or layer.bias is None:
-                raise ValueError(f"layer {i} ({layer.type}) has no trained weights to save")
-            arrays[f"layers.{i}.weights"] = np.asarray(layer.weights, dtype=np.float32)
-            arrays[f"layers.{i}.bias"] = np.asarray(layer.bias, dtype=np.float32)
-    return arrays
-
-
-def model_json(
-    name: str,
-    spec: NetworkSpec,
-    *,
-    description: str,
-    labels: list[str] | None,
-    accuracy: float | None,
-    test_split: str | None,
-    dataset: str | None,
-    command: str | None,
-) -> str:
-    """The text of a model's `<name>.json` (architecture and facts; the arrays go in the .npz)."""
-    record = {
-        "name": name,
-        "description": description,
-        "network": spec_to_dict(spec),
-        "labels": labels,
-        "accuracy": None if accuracy is None else round(float(accuracy), 4),
-        "test_split": test_split,
-        "dataset": dataset,
-        "command": command,
-    }
-    return json.dumps(record, indent=2) + "\n"
-
-
-def save_model(
-    directory: Path,
-    name: str,
-    spec: NetworkSpec,
-    *,
-    description: str,
-    labels: list[str] | None,
-    accuracy: float | None,
-    test_split: str | None,
-    dataset: str | None,
-    command: str | None,
-) -> tuple[Path, Path]:
-    """Write `<name>.json` and `<name>.npz` for a trained spec; returns both paths."""
-    directory.mkdir(parents=True, exist_ok=True)
-    text = model_json(
-        name,
-        spec,
-        description=description,
-        labels=labels,
-        accuracy=accuracy,
-        test_split=test_split,
-        dataset=dataset,
-        command=command,
-    )
-    json_path, npz_path = directory / f"{name}.json", directory / f"{name}.npz"
-    json_path.write_text(text, encoding="utf-8")
-    np.savez_compressed(npz_path, **weight_arrays(spec))
-    return json_path, npz_path
 
 
 def train_recipe(
@@ -252,7 +149,7 @@ def _print_epoch(name: str) -> Callable[[EpochReport], None]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m app.train_models",
+        prog="python -m app.learning.recipes",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -289,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             accuracy=accuracy,
             test_split=data.split,
             dataset=data.description,
-            command=f"python -m app.train_models --only {name}",
+            command=f"python -m app.learning.recipes --only {name}",
         )
         print(f"{name}: wrote {args.out / name}.json and .npz")
     return 1 if failures else 0

@@ -39,7 +39,7 @@ from app.cnn import (
     ReluSpec,
     build_network,
 )
-from app.runs import RUN_ID, Run, run_too_large
+from app.storage.runs.memory import RUN_ID, Run, run_too_large
 
 RUN_MAGIC = b"CNNXRUN1"
 NETWORK_MAGIC = b"CNNXNET1"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.routers.deps import RegistryDep
 from app.schemas import PresetModelInfo
+from app.web.deps import RegistryDep
 
 models_router = APIRouter(tags=["models"])
 

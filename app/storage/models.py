@@ -16,29 +16,58 @@ worker process, or before a restart, appear without any further step.
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
 from app.cnn.spec import NetworkSpec
 from app.errors import AppError, ModelNotFoundError
-from app.models import ModelFileError, ModelRegistry, PresetModel, load_model
-from app.schemas import PresetModelInfo
-from app.train_models import model_json, weight_arrays
+from app.schemas import NAME_PATTERN, PresetModelInfo
+from app.storage.model_files import (
+    ModelFileError,
+    PresetModel,
+    load_model,
+    model_json,
+    weight_arrays,
+    write_atomically,
+)
 
 log = logging.getLogger("cnn_explorer")
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 _NAME = re.compile(NAME_PATTERN)
 _STALE_TMP_SECONDS = 3600
+
+
+class ModelRegistry:
+    """The preset models of one directory, loaded and built once (networks are read-only)."""
+
+    def __init__(self, models_dir: Path) -> None:
+        self.models_dir = models_dir
+        paths = sorted(models_dir.glob("*.json")) if models_dir.is_dir() else []
+        self._models = {m.name: m for m in (load_model(p) for p in paths)}
+
+    def names(self) -> list[str]:
+        return list(self._models)
+
+    def list(self) -> list[PresetModel]:
+        return list(self._models.values())
+
+    def get(self, name: str) -> PresetModel:
+        """The model called name, or ModelNotFoundError (404) listing the available names."""
+        model = self._models.get(name)
+        if model is None:
+            available = self.names()
+            listed = ", ".join(available) if available else "none are installed"
+            raise ModelNotFoundError(
+                f"There is no preset model {name!r}. Available: {listed}. "
+                "GET /api/v1/models lists them; or send your own network instead.",
+                available=available,
+            )
+        return model
 
 
 class ModelNameTakenError(AppError):
@@ -70,20 +99,6 @@ class TrainedModel(PresetModel):
 def valid_name(name: str) -> bool:
     """A safe file name: letters, digits, '-' and '_', starting with a letter or digit, <= 64."""
     return bool(_NAME.match(name))
-
-
-def _write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Call write(file) on a temporary file next to path, fsync it, then os.replace it in."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class SavedModels:
@@ -210,10 +225,10 @@ class SavedModels:
                 command=command,
             ).encode("utf-8")
             json_path = self.directory / f"{name}.json"
-            _write_atomically(
+            write_atomically(
                 json_path.with_suffix(".npz"), lambda f: np.savez_compressed(f, **arrays)
             )
-            _write_atomically(json_path, lambda f: f.write(text))
+            write_atomically(json_path, lambda f: f.write(text))
         return name
 
     def delete(self, name: str) -> None:
@@ -230,7 +245,7 @@ class SavedModels:
 class ModelCatalog:
     """The shipped presets and the saved trained models, as one registry.
 
-    Same interface as app.models.ModelRegistry (names, list, get), so /forward and GET /models
+    Same interface as ModelRegistry above (names, list, get), so /forward and GET /models
     serve both kinds. A shipped name always wins (saving under one is refused anyway).
     """
 

@@ -8,11 +8,12 @@ from typing import Annotated, Any, NamedTuple
 
 from fastapi import Depends, Request
 
-from app.admission import AdmissionGate
-from app.runs import RenderCache, RunStore
-from app.saved_models import ModelCatalog
 from app.schemas import ErrorResponse
 from app.settings import Settings
+from app.storage.models import ModelCatalog
+from app.storage.runs.memory import RunStore
+from app.web.admission import AdmissionGate
+from app.web.render_cache import RenderCache
 
 API_PREFIX = "/api/v1"
 

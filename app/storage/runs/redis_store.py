@@ -28,13 +28,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import redis
 
 from app.cnn import Network
 from app.errors import AppError
-from app.run_stores import redis_address
-from app.run_stores.blobs import (
+from app.storage.runs.blobs import (
     BlobError,
     NetworkCache,
     NetworkKeys,
@@ -43,7 +43,7 @@ from app.run_stores.blobs import (
     decode_run,
     encode_for_store,
 )
-from app.runs import RUN_ID, Run, run_not_found
+from app.storage.runs.memory import RUN_ID, Run, run_not_found
 
 log = logging.getLogger("cnn_explorer")
 
@@ -156,6 +156,14 @@ return {runs, tonumber(redis.call('GET', total_key) or '0')}
 
 # KEYS: index, run key.
 _DELETE = _PRELUDE + "forget(KEYS[5]) return 1"
+
+
+def redis_address(url: str) -> str:
+    """redis://user:secret@host:6379/0 -> "host:6379/0" (no credentials in logs or messages)."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return parts.path
+    return f"{parts.hostname}:{parts.port or 6379}{parts.path or '/0'}"
 
 
 class RunStoreUnavailableError(AppError):

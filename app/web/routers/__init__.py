@@ -6,14 +6,14 @@ event loop keeps answering. Errors are raised as app.errors classes and answered
 
 from fastapi import FastAPI
 
-from app.routers.deps import API_PREFIX
-from app.routers.forward import forward_router
-from app.routers.health import health_router
-from app.routers.models import models_router
-from app.routers.networks import shapes_router
-from app.routers.runs import runs_router
-from app.routers.saliency import saliency_router
-from app.routers.train import train_router
+from app.web.deps import API_PREFIX
+from app.web.routers.forward import forward_router
+from app.web.routers.health import health_router
+from app.web.routers.models import models_router
+from app.web.routers.networks import shapes_router
+from app.web.routers.runs import runs_router
+from app.web.routers.saliency import saliency_router
+from app.web.routers.train import train_router
 
 API_ROUTERS = (
     health_router,

@@ -21,11 +21,9 @@ from app.errors import (
     issue,
     summarize,
 )
-from app.routers.deps import API_PREFIX, SettingsDep, error_responses
-from app.routers.networks import check_network
-from app.saved_models import ModelCatalog
 from app.schemas import ConvLayer, DenseLayer, NetworkSpecModel
 from app.settings import Settings
+from app.storage.models import ModelCatalog
 from app.train_schemas import (
     FINAL_STATES,
     EpochPoint,
@@ -34,7 +32,9 @@ from app.train_schemas import (
     TrainStarted,
     TrainStatus,
 )
-from app.training_jobs import TrainingJob, TrainingJobs, fit_issues
+from app.web.deps import API_PREFIX, SettingsDep, error_responses
+from app.web.routers.networks import check_network
+from app.web.training_jobs import TrainingJob, TrainingJobs, fit_issues
 
 train_router = APIRouter(tags=["training"])
 T = TypeVar("T")

@@ -7,13 +7,8 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, File, Form, Request, UploadFile
 
-from app.admission import GateDep
 from app.cnn import DenseLayer, Network
 from app.errors import ImageTooLargeError, InvalidRequestError, file_size, issue
-from app.imageio import DecodedImage, decode_image
-from app.routers.deps import API_PREFIX, RegistryDep, SettingsDep, StoreDep, error_responses
-from app.routers.networks import network_from_field
-from app.runs import Run, new_run_id
 from app.schemas import (
     ForwardLayer,
     ForwardOutput,
@@ -22,6 +17,11 @@ from app.schemas import (
     LayerStats,
     TopClass,
 )
+from app.storage.runs.memory import Run, new_run_id
+from app.web.admission import GateDep
+from app.web.deps import API_PREFIX, RegistryDep, SettingsDep, StoreDep, error_responses
+from app.web.imageio import DecodedImage, decode_image
+from app.web.routers.networks import network_from_field
 
 forward_router = APIRouter(tags=["runs"])
 TOP_K = 5  # classes listed in output.top
@@ -156,7 +156,7 @@ async def forward(
                 index=layer.index,
                 type=layer.type,
                 output_shape=list(layer.output_shape),
-                params=layer.params,
+                params=layer.param_count,
                 stats=stats[layer.index],
                 grid_url=f"{base}/layers/{layer.index}.png",
                 channel_url=f"{base}/layers/{layer.index}/channels/{{c}}.png",

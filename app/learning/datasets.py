@@ -109,7 +109,10 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
         y_train=y[train_idx],
         x_test=x[test_idx],
         y_test=y[test_idx],
-        split=f"app.datasets.stratified_split(labels, test_fraction={test_fraction}, seed={seed})",
+        split=(
+            "app.learning.datasets.stratified_split("
+            f"labels, test_fraction={test_fraction}, seed={seed})"
+        ),
     )
 
 
@@ -288,14 +291,17 @@ def load_shapes(n: int = 5000, test_fraction: float = 0.2, seed: int = 0) -> Dat
         description=(
             f"{n} generated 32x32 RGB images of one filled shape each ({', '.join(SHAPE_LABELS)}) "
             "with random size, position and colours on a noisy background "
-            f"(app.datasets.make_shapes(n={n}, seed={seed}))."
+            f"(app.learning.datasets.make_shapes(n={n}, seed={seed}))."
         ),
         labels=SHAPE_LABELS,
         x_train=x[train_idx],
         y_train=y[train_idx],
         x_test=x[test_idx],
         y_test=y[test_idx],
-        split=f"app.datasets.stratified_split(labels, test_fraction={test_fraction}, seed={seed})",
+        split=(
+            "app.learning.datasets.stratified_split("
+            f"labels, test_fraction={test_fraction}, seed={seed})"
+        ),
     )
 
 
