@@ -301,6 +301,28 @@ class NetworkSpecModel(BaseModel):
 
 
 # -- errors ------------------------------------------------------------------------------------
+class IssueFix(BaseModel):
+    """One change to the network that removes the problem, ready to apply: exactly one of `set`,
+    `insert_before` and `drop` is given, the other two are null."""
+
+    label: str = Field(description='What the change does, in a few words: "set stride to 2".')
+    set: dict[str, int | str] | None = Field(
+        None,
+        description="Fields to write, with their new values: into layer `layer` of the issue, or "
+        'into the network\'s `input` object when `layer` is null. E.g. {"stride": 2}, '
+        '{"height": 512}.',
+    )
+    insert_before: dict[str, int | str] | None = Field(
+        None,
+        description='A layer to insert just before layer `layer` of the issue, e.g. {"type": '
+        '"flatten"}.',
+    )
+    drop: list[str] | None = Field(
+        None,
+        description='Fields to remove from layer `layer` of the issue, e.g. ["weights", "bias"].',
+    )
+
+
 class Issue(BaseModel):
     """One problem, placed where a person can fix it."""
 
@@ -308,6 +330,11 @@ class Issue(BaseModel):
     field: str | None = Field(description='The field at fault, e.g. "stride"; null if none.')
     message: str = Field(description="What is wrong, with the numbers.")
     suggestion: str | None = Field(description="What would work instead, or null.")
+    fix: IssueFix | None = Field(
+        None,
+        description="The one change that removes this problem, computed by the server (apply it "
+        "and check again); null when no single change is known.",
+    )
 
 
 class ErrorDetail(BaseModel):
@@ -492,4 +519,46 @@ class PresetModelInfo(BaseModel):
         "shipped",
         description='"shipped" with the server, or "trained" here with POST /api/v1/train (only '
         "those can be deleted).",
+    )
+
+
+# -- kernels -----------------------------------------------------------------------------------
+class KernelInfo(BaseModel):
+    name: str = Field(description='Give it as a conv layer\'s `init`, e.g. "sobel_x".')
+    label: str = Field(description='A name for people, e.g. "Sobel x".')
+    size: int = Field(
+        description="F: the kernel is F x F; a conv layer using it needs kernel_size F."
+    )
+    values: list[list[float]] = Field(
+        description="The kernel [F][F]. Each filter applies it to every input channel, divided by "
+        "the number of channels C."
+    )
+
+
+class KernelsResponse(BaseModel):
+    kernels: list[KernelInfo] = Field(description="Every preset kernel this server knows.")
+
+
+# -- data sets ---------------------------------------------------------------------------------
+class DatasetInfo(BaseModel):
+    """A data set the server can train on."""
+
+    name: str = Field(description="Give it as `dataset` to POST /api/v1/train.")
+    description: str = Field(description="What the images are and where they come from.")
+    input: InputModel = Field(
+        description="The images' size: a network trained on the set takes exactly this input."
+    )
+    classes: list[str] = Field(
+        description="Class names, in the order of the network's outputs; the last layer needs "
+        "one unit per class."
+    )
+    counts: list[int] = Field(
+        description="Images of each class in the whole set (train and test), as in classes."
+    )
+    train: int = Field(description="Images in the training split.")
+    test: int = Field(description="Images held out to measure the test accuracy.")
+    source: Literal["built-in"] = Field(description='"built-in": ships with the server.')
+    sample: Literal["digit", "shapes"] | None = Field(
+        description="Which of the page's own sample images suits the set (a drawn digit, a "
+        "generated shape), or null."
     )

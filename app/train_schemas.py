@@ -14,6 +14,7 @@ from app.schemas import NAME_PATTERN, Int, NetworkSpecModel, PositiveInt
 
 JobState = Literal["queued", "running", "done", "cancelled", "failed"]
 FINAL_STATES: frozenset[str] = frozenset({"done", "cancelled", "failed"})
+SGD_MOMENTUM = 0.9  # SGD's momentum when a request names none
 
 
 class TrainRequest(BaseModel):
@@ -64,7 +65,10 @@ class TrainRequest(BaseModel):
     )
     optimizer: Literal["adam", "sgd"] = Field("adam", description="Adam, or SGD with momentum.")
     momentum: float | None = Field(
-        None, ge=0, lt=1, description="SGD's momentum (default 0.9); not used by Adam."
+        None,
+        ge=0,
+        lt=1,
+        description=f"SGD's momentum (default {SGD_MOMENTUM:g}); not used by Adam.",
     )
     schedule: Literal["cosine", "constant"] = Field(
         "cosine", description="Learning rate over the run: cosine decay to 0, or constant."
@@ -81,6 +85,11 @@ class TrainRequest(BaseModel):
         "taken name is refused (409); null picks a free one such as my-digits-2.",
     )
     seed: Int = Field(0, ge=0, description="Seed of the shuffling and the data sample.")
+
+    @property
+    def sgd_momentum(self) -> float:
+        """The momentum SGD trains with: the one asked for, else SGD_MOMENTUM."""
+        return SGD_MOMENTUM if self.momentum is None else self.momentum
 
 
 class EpochPoint(BaseModel):
@@ -100,6 +109,19 @@ class TrainConfigInfo(BaseModel):
     momentum: float | None = Field(description="SGD's momentum; null for Adam.")
     schedule: Literal["cosine", "constant"]
     seed: int
+
+    @classmethod
+    def of(cls, request: TrainRequest) -> TrainConfigInfo:
+        """What a job trains with: the request's settings, its defaults filled in."""
+        return cls(
+            epochs=request.epochs,
+            batch_size=request.batch_size,
+            learning_rate=request.learning_rate,
+            optimizer=request.optimizer,
+            momentum=request.sgd_momentum if request.optimizer == "sgd" else None,
+            schedule=request.schedule,
+            seed=request.seed,
+        )
 
 
 class TrainStatus(BaseModel):

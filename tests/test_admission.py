@@ -18,8 +18,9 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 import app.settings as settings_module
 import app.web.routers.forward as forward_module
+from app.errors import OverloadedError
 from app.settings import Settings
-from app.web.admission import AdmissionGate, OverloadedError
+from app.web.admission import AdmissionGate
 from tests.conftest import WORKED_EXAMPLE, client_for
 
 pytestmark = pytest.mark.anyio

@@ -183,7 +183,10 @@ async def test_a_malformed_layer_is_422_naming_its_index_and_field(client, layer
     err = d["errors"][0]
     assert err["layer"] == 1 and err["field"] == field
     assert text in err["message"] + " " + (err["suggestion"] or "")
-    assert set(err) == {"layer", "field", "message", "suggestion"}
+    assert set(err) == {"layer", "field", "message", "suggestion", "fix"}
+    # Ragged weights: the one change that removes the problem is to leave them out.
+    dropped = ["weights", "bias"] if field == "weights" else None
+    assert (err["fix"] or {}).get("drop") == dropped
 
 
 async def test_booleans_are_not_counts_anywhere_in_a_request(client):

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from app.errors import file_size
+from app.web.validation import file_size
 from tests.conftest import client_for, encode, random_pixels
 from tests.test_admission import Blocker
 

@@ -24,6 +24,7 @@ from app.cnn import (
     output_size,
     resolve_padding,
 )
+from app.cnn.errors import Fix
 from app.cnn.shapes import fitting_kernel_sizes, fitting_paddings, fitting_strides
 from tests.reference import random_network_spec
 
@@ -61,6 +62,25 @@ def test_stride_5_on_7x7_is_refused_with_the_arithmetic():
         build_network(net(7, 7, 1, ConvSpec(1, 3, stride=5)))
     assert caught.value.issues == [issue]
     assert "1.8" in caught.value.message
+
+
+def test_stride_5_on_7x7_carries_the_fix_the_largest_stride_that_fits():
+    issue = only_issue(infer_shapes(net(7, 7, 1, ConvSpec(1, 3, stride=5))))
+    # (7 - 3)/S + 1 is whole for S = 1, 2, 4: the largest up to 5 is 4, giving 2x2.
+    assert issue.fix == Fix.set_to("stride", 4)
+    assert issue.fix.to_dict() == {
+        "label": "set stride to 4",
+        "set": {"stride": 4},
+        "insert_before": None,
+        "drop": None,
+    }
+    assert infer_shapes(net(7, 7, 1, ConvSpec(1, 3, stride=4))).valid
+
+
+def test_a_prebuilt_report_is_used_as_given():
+    spec = net(7, 7, 1, ConvSpec(1, 3, stride=2))
+    report = infer_shapes(spec)
+    assert build_network(spec, report=report).report is report
 
 
 def test_ten_5x5_filters_on_32x32x3_with_padding_2_give_32x32x10_and_760_params():

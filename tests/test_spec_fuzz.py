@@ -24,6 +24,8 @@ from app.settings import Settings
 from app.web.main import create_app
 from tests.conftest import encode, random_pixels
 
+pytestmark = pytest.mark.slow  # fuzzing: make test-quick leaves it out
+
 APP = create_app(
     Settings(
         models_dir=Path(__file__).parent / "no-models",
@@ -151,7 +153,7 @@ def assert_documented_error(response) -> None:
     detail = ErrorResponse.model_validate(response.json()).detail
     assert detail.message and detail.errors
     for found in response.json()["detail"]["errors"]:
-        assert set(found) == {"layer", "field", "message", "suggestion"}
+        assert set(found) == {"layer", "field", "message", "suggestion", "fix"}
         assert found["message"]
 
 

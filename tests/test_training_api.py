@@ -23,8 +23,10 @@ from app.learning.datasets import DatasetUnavailableError
 from app.learning.recipes import MODEL_DIR
 from app.schemas import NetworkSpecModel
 from app.settings import Settings
+from app.train_schemas import SGD_MOMENTUM
 from app.web import training_jobs
 from tests.conftest import client_for, encode, random_pixels
+from tests.test_fixes import apply_fix, set_fix
 
 pytestmark = pytest.mark.anyio
 API = "/api/v1"
@@ -326,6 +328,58 @@ async def test_a_network_that_does_not_fit_the_data_set_is_422_saying_what_to_se
         assert r.status_code == 422
         errors = r.json()["detail"]["errors"]
         assert [(e["layer"], e["field"]) for e in errors] == where, errors
+
+
+async def test_the_fixes_of_a_network_that_does_not_fit_make_it_trainable(client) -> None:
+    network = tiny(height=32, width=32, channels=3)
+    network["layers"][-1:] = [
+        {"type": "dense", "units": 8, "activation": "softmax"},
+        {"type": "dense", "units": 5, "activation": "relu"},
+    ]
+    r = await client.post(f"{API}/train", json=job(network=network))
+    assert r.status_code == 422
+    errors = r.json()["detail"]["errors"]
+    assert [(e["layer"], e["fix"]) for e in errors] == [
+        (None, set_fix("set the input to 28x28x1", height=28, width=28, channels=1)),
+        (3, set_fix("set units to 10", units=10)),
+        (3, set_fix("set activation to softmax", activation="softmax")),
+        (2, set_fix("set activation to relu", activation="relu")),
+    ]
+    for error in errors:
+        network = apply_fix(network, error)
+    r = await client.post(f"{API}/train", json=job(network=network, epochs=1))
+    assert r.status_code == 202, r.text
+    await finish(client, r.json()["job_id"])
+
+
+async def test_a_training_request_converts_its_network_once(client, monkeypatch) -> None:
+    """Checked once in the request (without its weights); the job trains that same spec."""
+    conversions = []
+    real = NetworkSpecModel.to_engine
+
+    def counted(model: NetworkSpecModel):
+        conversions.append(model)
+        return real(model)
+
+    monkeypatch.setattr(NetworkSpecModel, "to_engine", counted)
+    network = tiny()
+    network["layers"][0]["weights"] = [[[[0.0]] * 4] * 4] * 3  # wrong shape: ignored, not checked
+    r = await client.post(f"{API}/train", json=job(network=network, epochs=1))
+    assert r.status_code == 202, r.text
+    status = await finish(client, r.json()["job_id"])
+    assert status["status"] == "done" and len(conversions) == 1
+    assert status["network"]["layers"][0]["weights"] is None
+
+
+async def test_sgd_without_a_momentum_trains_with_the_default_and_says_so(client) -> None:
+    r = await client.post(f"{API}/train", json=job(optimizer="sgd", epochs=1))
+    assert r.status_code == 202
+    assert r.json()["status"]["config"]["momentum"] == SGD_MOMENTUM
+    status = await finish(client, r.json()["job_id"])
+    assert status["config"]["momentum"] == SGD_MOMENTUM
+    r = await client.post(f"{API}/train", json=job(epochs=1))
+    assert r.json()["status"]["config"]["momentum"] is None  # Adam has none
+    await finish(client, r.json()["job_id"])
 
 
 async def test_limits_and_malformed_requests_are_422_naming_the_field(client) -> None:

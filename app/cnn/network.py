@@ -293,12 +293,17 @@ class Network:
         return replace(self.spec, layers=tuple(layers))
 
 
-def build_network(spec: NetworkSpec, dtype: type | np.dtype = np.float32) -> Network:
+def build_network(
+    spec: NetworkSpec, dtype: type | np.dtype = np.float32, *, report: ShapeReport | None = None
+) -> Network:
     """Check the spec and build its layers; weights not given come from spec.seed.
 
+    report : infer_shapes(spec), when the caller has already checked the spec (so a request
+        infers its shapes once); None infers them here.
     Raises SpecError(report.issues) when the network is impossible.
     """
-    report = infer_shapes(spec)
+    if report is None:
+        report = infer_shapes(spec)
     if not report.valid:
         raise SpecError(report.issues)
     rng = np.random.default_rng(spec.seed)

@@ -13,7 +13,7 @@ from numbers import Integral
 import numpy as np
 
 from . import im2col
-from .errors import LayerIssue, SpecError
+from .errors import DROP_WEIGHTS, Fix, LayerIssue, SpecError
 from .kernels import PRESET_KERNELS
 from .spec import (
     ConvSpec,
@@ -60,11 +60,12 @@ def resolve_padding(padding: int | str, f: int, stride: int) -> int:
         raise SpecError([LayerIssue(None, "padding", msg, hint)])
     if f % 2 == 0:
         msg = f"'same' padding needs an odd kernel_size: (F-1)/2 = ({f} - 1)/2 = {(f - 1) / 2}."
-        raise SpecError([LayerIssue(None, "padding", msg, f"Use kernel_size {f - 1} or {f + 1}.")])
+        hint = f"Use kernel_size {f - 1} or {f + 1}."
+        raise SpecError([LayerIssue(None, "padding", msg, hint, Fix.set_to("kernel_size", f + 1))])
     if stride != 1:
         msg = f"'same' padding keeps the size only with stride 1, not stride {stride}."
         hint = f"Use stride 1, or write padding {(f - 1) // 2} as a number."
-        raise SpecError([LayerIssue(None, "padding", msg, hint)])
+        raise SpecError([LayerIssue(None, "padding", msg, hint, Fix.set_to("stride", 1))])
     return (f - 1) // 2
 
 
@@ -198,11 +199,12 @@ def field_issues(index: int, layer: object) -> list[LayerIssue]:
         if layer.weights is None and layer.init != "he" and layer.init not in PRESET_KERNELS:
             msg = f"{name}: unknown init {layer.init!r}."
             hint = f"Use 'he' or a preset kernel: {', '.join(sorted(PRESET_KERNELS))}."
-            out.append(LayerIssue(index, "init", msg, hint))
+            out.append(LayerIssue(index, "init", msg, hint, Fix.set_to("init", "he")))
         elif layer.weights is None and layer.init != "he" and layer.kernel_size != 3:
             msg = f"{name}: the preset kernel {layer.init!r} is 3x3 but kernel_size is "
             hint = "Use kernel_size 3 with a preset kernel, or init 'he'."
-            out.append(LayerIssue(index, "kernel_size", msg + f"{layer.kernel_size!r}.", hint))
+            fix = Fix.set_to("kernel_size", 3)
+            out.append(LayerIssue(index, "kernel_size", msg + f"{layer.kernel_size!r}.", hint, fix))
     elif isinstance(layer, PoolSpec):
         need_choice("kind", ("max", "avg"))
         need_whole("size", 1)
@@ -230,14 +232,15 @@ def _array_issues(
         arr = np.asarray(given, dtype=np.float64)
     except (ValueError, TypeError):
         msg = f"{name}: {what} is not a rectangular array of numbers."
-        return [LayerIssue(index, what, msg, f"Give {what} of shape {letters} = {expected}.")]
+        hint = f"Give {what} of shape {letters} = {expected}."
+        return [LayerIssue(index, what, msg, hint, DROP_WEIGHTS)]
     if arr.shape != expected:
         msg = f"{name}: {what} have shape {arr.shape} but {letters} = {expected} is needed."
         hint = f"Give {what} of shape {expected}, or leave them out to draw them from the seed."
-        return [LayerIssue(index, what, msg, hint)]
+        return [LayerIssue(index, what, msg, hint, DROP_WEIGHTS)]
     if not np.all(np.isfinite(arr)):
         msg = f"{name}: {what} contain NaN or infinite values."
-        return [LayerIssue(index, what, msg, f"Give finite {what}.")]
+        return [LayerIssue(index, what, msg, f"Give finite {what}.", DROP_WEIGHTS)]
     return []
 
 
@@ -246,6 +249,21 @@ def _needs_3d(index: int, name: str, shape: Shape) -> list[LayerIssue]:
         return []
     msg = f"{name}: needs a 3D input [h, w, c] but gets a flat [{shape_text(shape)}]."
     return [LayerIssue(index, None, msg, "Move it before the flatten layer.")]
+
+
+def _smaller_window(
+    layer: ConvSpec | PoolSpec, sizes: tuple[int, int], p: int, s: int, fitting: list[int]
+) -> Fix:
+    """The window side to use when F > N + 2P: the largest that fits (`fitting`, searched with
+    stride s), else the padded input's smaller side. A pool without a stride moves by its
+    size, so there the size must also fit as the stride, and the fix writes both."""
+    room = min(sizes) + 2 * p
+    if isinstance(layer, PoolSpec) and layer.stride is None:
+        sides = range(room, max(0, room - SEARCH_LIMIT), -1)
+        side = next((v for v in sides if 2 * p <= v and _fits(sizes, v, p, v)), room)
+        return Fix.setting(f"set size to {side}", size=side, stride=side)
+    f_field = "kernel_size" if isinstance(layer, ConvSpec) else "size"
+    return Fix.set_to(f_field, fitting[0] if fitting else room)
 
 
 def _window_layer(index: int, layer: ConvSpec | PoolSpec, shape: Shape) -> _Step:
@@ -261,14 +279,15 @@ def _window_layer(index: int, layer: ConvSpec | PoolSpec, shape: Shape) -> _Step
     try:
         p = resolve_padding(layer.padding, f, s)
     except SpecError as e:
-        return None, [LayerIssue(index, i.field, f"{name}: {i.message}", i.suggestion)
+        return None, [LayerIssue(index, i.field, f"{name}: {i.message}", i.suggestion, i.fix)
                       for i in e.issues]  # fmt: skip
     max_p = f - 1 if is_conv else f // 2  # suggest no padding that makes all-padding windows
     if not is_conv and p > max_p:
         good = fitting_paddings((h, w), f, s, max_p)
         hint = f"Use padding {good[0]}." if good else f"Use padding at most {max_p}."
         msg = f"{name}: padding {p} is more than half the window size {f} (at most {max_p})."
-        return None, [LayerIssue(index, "padding", msg, hint)]
+        fix = Fix.set_to("padding", good[0] if good else max_p)
+        return None, [LayerIssue(index, "padding", msg, hint, fix)]
     if f > h + 2 * p or f > w + 2 * p:
         dim, n = ("height", h) if h <= w else ("width", w)
         ks = fitting_kernel_sizes((h, w), p, s, pool=not is_conv)[:1]
@@ -276,8 +295,9 @@ def _window_layer(index: int, layer: ConvSpec | PoolSpec, shape: Shape) -> _Step
         fixes = [f"{f_field} {v}" for v in ks] + [f"padding {v}" for v in ps]
         msg = (f"{name}: the {f}x{f} window is larger than the padded input "
                f"{h + 2 * p}x{w + 2 * p} ({dim} {n} + 2*{p} = {n + 2 * p}).")  # fmt: skip
-        return None, [LayerIssue(index, f_field, msg, "Use " + " or ".join(fixes) + "."
-                                 if fixes else None)]  # fmt: skip
+        hint = "Use " + " or ".join(fixes) + "." if fixes else None
+        fix = _smaller_window(layer, (h, w), p, s, ks)
+        return None, [LayerIssue(index, f_field, msg, hint, fix)]
     sizes = [output_size(n, f, p, s) for n in (h, w)]
     bad = [(d, n) for d, n, v in zip(("height", "width"), (h, w), sizes, strict=True)
            if v.denominator != 1]  # fmt: skip
@@ -290,7 +310,10 @@ def _window_layer(index: int, layer: ConvSpec | PoolSpec, shape: Shape) -> _Step
             what = (f"output height {arithmetic(h, f, p, s)} and width "
                     f"{arithmetic(w, f, p, s)} are not whole numbers")  # fmt: skip
         hint = size_advice((h, w), f, p, s, max_p, same_hint=is_conv)
-        return None, [LayerIssue(index, "stride", f"{name}: {what}.", hint)]
+        # The largest stride up to the one asked for that divides both spans N - F + 2P (1 does).
+        stride = max(v for v in [1, *fitting_strides((h, w), f, p)] if v <= s)
+        fix = Fix.set_to("stride", stride)
+        return None, [LayerIssue(index, "stride", f"{name}: {what}.", hint, fix)]
     ho, wo = int(sizes[0]), int(sizes[1])
     formula = arithmetic(h, f, p, s)
     if h != w:
@@ -333,7 +356,8 @@ def _layer_shape(index: int, layer: LayerSpec, shape: Shape) -> _Step:
     if len(shape) != 1:
         msg = f"{name}: needs a flat input [n] but gets {shape_text(shape)}."
         hint = f"Add a flatten layer before it (it would give {product} = {n} inputs)."
-        return None, [LayerIssue(index, None, msg, hint)]
+        fix = Fix.inserting("add a flatten layer before it", type="flatten")
+        return None, [LayerIssue(index, None, msg, hint, fix)]
     u = layer.units
     issues = _array_issues(index, name, "weights", layer.weights, (u, n), "(units, inputs)")
     issues += _array_issues(index, name, "bias", layer.bias, (u,), "(units,)")

@@ -38,7 +38,6 @@ from app.cnn.spec import (
     PoolSpec,
     ReluSpec,
 )
-from app.errors import issues_from_pydantic
 from app.schemas import NetworkSpecModel, PresetModelInfo
 
 log = logging.getLogger("cnn_explorer")
@@ -122,7 +121,11 @@ def load_model(json_path: Path) -> PresetModel:
     except (OSError, json.JSONDecodeError) as e:
         raise ModelFileError(f"{json_path}: cannot be read as JSON ({e}).") from e
     except ValidationError as e:
-        problems = "; ".join(i["message"] for i in issues_from_pydantic(e.errors()))
+        # Pydantic's own words with the place in the file: this is for whoever ships the file,
+        # not a client (the translation for clients is app/web/validation.py, above storage).
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in err['loc'])}: {err['msg']}" for err in e.errors()
+        )
         raise ModelFileError(f"{json_path}: {problems}") from e
     if file.model_extra:
         log.warning("%s: ignoring unknown keys %s", json_path, sorted(file.model_extra))

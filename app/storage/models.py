@@ -25,7 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from app.cnn.spec import NetworkSpec
-from app.errors import AppError, ModelNotFoundError
+from app.errors import (
+    ModelNameTakenError,
+    ModelNotFoundError,
+    SavedModelsFullError,
+    ShippedModelError,
+)
 from app.schemas import NAME_PATTERN, PresetModelInfo
 from app.storage.model_files import (
     ModelFileError,
@@ -68,24 +73,6 @@ class ModelRegistry:
                 available=available,
             )
         return model
-
-
-class ModelNameTakenError(AppError):
-    """A name already used by a shipped or saved model (409)."""
-
-    status_code = 409
-
-
-class ShippedModelError(AppError):
-    """An attempt to delete a model that ships with the server (403)."""
-
-    status_code = 403
-
-
-class SavedModelsFullError(AppError):
-    """The data directory already holds the most saved models allowed (409)."""
-
-    status_code = 409
 
 
 @dataclass(frozen=True)

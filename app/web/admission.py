@@ -27,9 +27,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
 
-from app.errors import AppError
+from app.errors import OverloadedError, TimeBudgetError
 
 log = logging.getLogger("cnn_explorer")
 
@@ -37,22 +36,6 @@ T = TypeVar("T")
 
 # Retry-After bounds, in seconds: never "0", never "come back in an hour".
 _MIN_RETRY, _MAX_RETRY = 1, 60
-
-
-class OverloadedError(AppError):
-    """Every CPU worker is busy and the queue is full, or the job waited out its budget (503)."""
-
-    status_code = 503
-
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message, retry_after=retry_after)
-        self.retry_after = retry_after
-
-
-class TimeBudgetError(AppError):
-    """The job started but did not finish within the request's time budget (504)."""
-
-    status_code = 504
 
 
 def _seconds(s: float) -> str:
@@ -173,19 +156,10 @@ async def get_gate(request: Request) -> AdmissionGate:
 GateDep = Annotated[AdmissionGate, Depends(get_gate)]
 
 
-async def _overloaded(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, OverloadedError)
-    return JSONResponse(
-        {"detail": exc.detail()},
-        status_code=exc.status_code,
-        headers={"Retry-After": str(exc.retry_after)},
-    )
-
-
 def install_admission(app: FastAPI, workers: int, queue: int, budget_seconds: float) -> None:
-    """Give the app its gate (app.state.gate) and answer OverloadedError with Retry-After."""
+    """Give the app its gate (app.state.gate); app/web/handlers.py answers its OverloadedError
+    with 503 and Retry-After, its TimeBudgetError with 504."""
     app.state.gate = AdmissionGate(workers, queue, budget_seconds)
-    app.add_exception_handler(OverloadedError, _overloaded)
 
 
 def limit_blas_threads(threads: int) -> None:

@@ -1,4 +1,5 @@
-"""Shared dependencies of the routers: settings, the run store, the render cache, models."""
+"""Shared dependencies of the routers: settings, the run store, the render cache, models, the
+training jobs."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from app.storage.models import ModelCatalog
 from app.storage.runs.memory import RunStore
 from app.web.admission import AdmissionGate
 from app.web.render_cache import RenderCache
+from app.web.training_jobs import TrainingJobs
 
 API_PREFIX = "/api/v1"
 
@@ -44,12 +46,17 @@ async def app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
+async def get_training_jobs(request: Request) -> TrainingJobs:
+    return request.app.state.training_jobs
+
+
 # The getters are async on purpose: FastAPI runs a sync dependency in the thread pool, and four
 # hand-offs per request cost about 1 ms (make bench, server_forward).
 SettingsDep = Annotated[Settings, Depends(app_settings)]
 StoreDep = Annotated[RunStore, Depends(get_run_store)]
 CacheDep = Annotated[RenderCache, Depends(get_render_cache)]
 RegistryDep = Annotated[ModelCatalog, Depends(get_model_registry)]
+JobsDep = Annotated[TrainingJobs, Depends(get_training_jobs)]
 
 
 class RunContext(NamedTuple):

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from app.errors import CorruptImageError, ImageTooLargeError, UnsupportedImageError, file_size
+from app.errors import CorruptImageError, ImageTooLargeError, UnsupportedImageError
+from app.web.validation import file_size
 
 SUPPORTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 _SUPPORTED_TEXT = "PNG, JPEG, GIF, BMP, WebP or TIFF"

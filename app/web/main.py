@@ -9,22 +9,23 @@ from contextlib import asynccontextmanager
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import file_size, install_error_handlers
 from app.settings import Settings, get_settings
 from app.storage.models import ModelCatalog, ModelRegistry, SavedModels
 from app.storage.runs import describe_run_store, open_run_store
 from app.web.admission import install_admission, limit_blas_threads
 from app.web.deps import package_version
+from app.web.handlers import error_reply, install_error_handlers
 from app.web.render_cache import RenderCache
 from app.web.routers import include_api
 from app.web.security import install_security
 from app.web.training_jobs import TrainingJobs
+from app.web.validation import file_size
 
 log = logging.getLogger("cnn_explorer")
 
@@ -76,8 +77,7 @@ class BodySizeLimit:
         limit = self.max_bytes if multipart else self.max_json_bytes
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            detail = {"message": self.message(multipart)}
-            response = JSONResponse({"detail": detail}, status_code=413)
+            response = error_reply(413, {"message": self.message(multipart)})
             await response(scope, receive, send)
             return
         received = 0

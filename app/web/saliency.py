@@ -1,13 +1,10 @@
-"""The web side of saliency and Grad-CAM: which runs can be explained, the checks on the
-query, and the PNGs. The maps themselves are app/cnn/attribution.py."""
+"""The PNGs of saliency and Grad-CAM: a map alone, or laid over the input image. The maps
+themselves are app/cnn/attribution.py; which runs and queries can be answered, app/web/checks.py."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from app.cnn import DenseLayer, Network
-from app.cnn.attribution import cam_layers, last_conv_maps
-from app.errors import AppError, InvalidRequestError, issue
 from app.web import render
 
 # The overlay dims the image to OVERLAY_DIM of its brightness, then covers it with the heat colour
@@ -16,65 +13,6 @@ from app.web import render
 OVERLAY_DIM = 0.6
 OVERLAY_STRENGTH = 0.85
 OVERLAY_LOWEST_COLOUR = 0.35
-
-
-class SaliencyUnavailableError(AppError):
-    """The run's network has no class scores to explain (409)."""
-
-    status_code = 409
-
-
-def check_classifier(network: Network) -> None:
-    """SaliencyUnavailableError unless the network ends in a dense layer with softmax."""
-    last = network.layers[-1]
-    if not (isinstance(last, DenseLayer) and last.activation == "softmax"):
-        ends = (
-            f"dense with activation {last.activation!r}"
-            if isinstance(last, DenseLayer)
-            else (last.type)
-        )
-        raise SaliencyUnavailableError(
-            f"Saliency and Grad-CAM explain a class score, so they need a network that ends in "
-            f"a dense layer with softmax; this run's network ends in {ends}. Add a flatten and "
-            "a dense layer with softmax (one unit per class), run again, then ask."
-        )
-
-
-def resolve_target(network: Network, last_output: np.ndarray, target: int | None) -> int:
-    """The class index to explain: `target`, or the most probable class when None."""
-    classes = int(last_output.size)
-    if target is None:
-        return int(np.argmax(last_output))
-    if not 0 <= target < classes:
-        message = f"target {target} is not a class of this network; use 0..{classes - 1}."
-        raise InvalidRequestError(message, [issue(None, "target", message)])
-    return target
-
-
-def default_cam_layer(network: Network) -> int:
-    """The last conv layer's maps (attribution.last_conv_maps), or 409 without a conv layer."""
-    found = last_conv_maps(network)
-    if found is None:
-        raise SaliencyUnavailableError(
-            "Grad-CAM weighs the maps of a conv layer, and this network has none. Use the "
-            "saliency map instead, or add a conv layer."
-        )
-    return found
-
-
-def check_cam_layer(network: Network, layer: int | None) -> int:
-    """`layer` if its output is a stack of maps, the default when None; else 422."""
-    if layer is None:
-        return default_cam_layer(network)
-    allowed = cam_layers(network)
-    if layer not in allowed:
-        listed = ", ".join(map(str, allowed)) or "none"
-        message = (
-            f"layer {layer} has no maps to weigh; Grad-CAM works on a layer whose output is "
-            f"height x width x channels: {listed}."
-        )
-        raise InvalidRequestError(message, [issue(None, "layer", message)])
-    return layer
 
 
 def heat_png(heat: np.ndarray) -> bytes:

@@ -2,7 +2,7 @@
 
 The jobs do not go through the admission gate (a training run takes minutes; the gate's
 budget is for requests). Instead at most `train_max_jobs` run at once on the machine (a slot
-lock each, app/job_files.py) and the next start is refused with 429 and a Retry-After.
+lock each, app/storage/jobs.py) and the next start is refused with 429 and a Retry-After.
 
 A job lives in the memory of the process that runs it (its owner) and in data_dir/jobs/<id>.json,
 which the owner rewrites on every change of state, every epoch and at most every
@@ -10,7 +10,8 @@ WRITE_EVERY_SECONDS for batches. Every worker process answers for every job: fro
 owns the job, else from the file; a cancel asked of another process is passed on as a request
 file that the owner reads between batches. A job whose file says running after its owner died
 reads as failed. The newest `train_jobs_kept` finished jobs are kept (files, so across restarts
-too); the trained models are files of their own (app/saved_models.py), never touched here.
+too); the trained models are files of their own (app/storage/models.py), never touched here.
+Every request is checked before it gets here (app/web/checks.py check_training).
 
 Every change bumps the job's `version`, so the event stream (routers/train.py) sends an update
 only when there is something new, and readers take a consistent `snapshot()` under the lock.
@@ -18,7 +19,6 @@ only when there is something new, and readers take a consistent `snapshot()` und
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import logging
@@ -32,30 +32,18 @@ from typing import Any
 
 import numpy as np
 
-from app.cnn.spec import ConvSpec, DenseSpec, NetworkSpec
-from app.errors import AppError, IssueDict, NotFoundError, issue
-from app.learning.datasets import (
-    DIGIT_LABELS,
-    SHAPE_LABELS,
-    Dataset,
-    DatasetUnavailableError,
-    load_dataset,
-)
+from app.cnn.spec import NetworkSpec
+from app.errors import DatasetMissingError, JobNotFoundError, TooManyJobsError
+from app.learning.datasets import Dataset, DatasetUnavailableError, load_dataset
 from app.learning.trainer import EpochReport, TrainConfig, TrainError, evaluate, train
-from app.schemas import DenseLayer, NetworkSpecModel
 from app.settings import Settings
 from app.storage.jobs import JobFiles, Slot, owner_info
 from app.storage.models import ModelCatalog
 from app.train_schemas import FINAL_STATES, TrainRequest
-from app.web.admission import OverloadedError
+from app.web.checks import without_weights
 
 log = logging.getLogger("cnn_explorer")
 
-# (height, width, channels), class names of each data set: what a network must fit.
-DATASET_SHAPES: dict[str, tuple[tuple[int, int, int], tuple[str, ...]]] = {
-    "digits": ((28, 28, 1), DIGIT_LABELS),
-    "shapes": ((32, 32, 3), SHAPE_LABELS),
-}
 BATCH_SAMPLES = 400  # most per-batch loss samples kept (thinned evenly beyond that)
 WRITE_EVERY_SECONDS = 0.25  # batch progress reaches the job's file at most this often
 STOPPING = "Stopping at the end of the current batch…"
@@ -74,100 +62,6 @@ STATE_FIELDS = (
     "final_accuracy",
     "saved_model",
 )
-
-
-class TooManyJobsError(OverloadedError):
-    """train_max_jobs jobs are already running (429, with Retry-After)."""
-
-    status_code = 429
-
-
-class JobNotFoundError(NotFoundError):
-    pass
-
-
-class DatasetMissingError(AppError):
-    """The data set's files are not installed on the server (503)."""
-
-    status_code = 503
-
-
-def fit_issues(spec: NetworkSpecModel, dataset: str) -> list[IssueDict]:
-    """Why a network cannot learn `dataset` as it stands (input size, last layer), or []."""
-    (h, w, c), labels = DATASET_SHAPES[dataset]
-    n = len(labels)
-    fix = (
-        f"The {dataset} dataset is {h}x{w}x{c} with {n} classes; set the input to {h}x{w}x{c} "
-        f"and the last dense layer to {n} units with softmax."
-    )
-    found: list[IssueDict] = []
-    inp = spec.input
-    if (inp.height, inp.width, inp.channels) != (h, w, c):
-        found.append(
-            issue(
-                None,
-                "input",
-                f"The input is {inp.height}x{inp.width}x{inp.channels}, but the {dataset} images "
-                f"are {h}x{w}x{c}.",
-                fix,
-            )
-        )
-    last_index = len(spec.layers) - 1
-    last = spec.layers[last_index]
-    if not isinstance(last, DenseLayer):
-        found.append(
-            issue(
-                last_index,
-                "type",
-                f"Layer {last_index} ({last.type}) is last, but training needs a dense layer "
-                "last, with one unit per class.",
-                fix,
-            )
-        )
-    else:
-        if last.units != n:
-            found.append(
-                issue(
-                    last_index,
-                    "units",
-                    f"Layer {last_index} (dense) has {last.units} units, but {dataset} has {n} "
-                    "classes.",
-                    fix,
-                )
-            )
-        if last.activation != "softmax":
-            found.append(
-                issue(
-                    last_index,
-                    "activation",
-                    f"Layer {last_index} (dense) has activation {last.activation!r}; training "
-                    "needs softmax on the last layer (its outputs become class probabilities).",
-                    fix,
-                )
-            )
-    for index, layer in enumerate(spec.layers[:-1]):
-        if isinstance(layer, DenseLayer) and layer.activation == "softmax":
-            found.append(
-                issue(
-                    index,
-                    "activation",
-                    f"Layer {index} (dense) uses softmax but is not the last layer.",
-                    "Use activation relu or none there; only the last layer may use softmax.",
-                )
-            )
-    return found
-
-
-def bare_spec(spec: NetworkSpecModel) -> NetworkSpec:
-    """The engine spec without inline weights: training starts from the seeded initialisation."""
-    engine = spec.to_engine()
-    layers = tuple(
-        dataclasses.replace(layer, weights=None, bias=None)
-        if isinstance(layer, ConvSpec | DenseSpec)
-        else layer
-        for layer in engine.layers
-    )
-    return dataclasses.replace(engine, layers=layers)
 
 
 @functools.lru_cache(maxsize=2)
@@ -235,6 +129,7 @@ class TrainingJob:
     owned: bool = True  # run by this process (else: read from its file)
     slot: Slot | None = None  # the running place it holds while active (owned jobs)
     owner: dict = field(default_factory=dict)  # {"pid", "host", "slot"}: who runs it
+    spec: NetworkSpec | None = None  # owned jobs: the checked engine spec it trains
     written: float = 0.0  # time.monotonic() of the last write of its file
     last_state: dict | None = None  # not owned: the snapshot last read from its file
 
@@ -433,13 +328,17 @@ class TrainingJobs:
         job.written = time.monotonic()
 
     # -- starting ----------------------------------------------------------------------------
-    def start(self, request: TrainRequest) -> TrainingJob:
-        """Check the limits and the name, then train on a new thread; the job, status queued.
+    def start(self, request: TrainRequest, spec: NetworkSpec | None = None) -> TrainingJob:
+        """Check the running jobs and the name, then train on a new thread; the job, queued.
 
+        request : checked by app/web/checks.check_training, its network without weights
+        spec : that network's engine spec, as checked; None converts request.network here
         Raises TooManyJobsError (429), ModelNameTakenError (409), SavedModelsFullError (409),
         DatasetMissingError (503).
         """
         settings = self.settings
+        if spec is None:
+            spec = without_weights(request.network).to_engine()
         try:
             data = cached_dataset(request.dataset)
         except DatasetUnavailableError as e:
@@ -482,6 +381,7 @@ class TrainingJobs:
                 total_steps=steps,
                 slot=slot,
                 owner=owner_info(slot),
+                spec=spec,
             )
             with self._lock:
                 self._jobs[job_id] = job
@@ -639,7 +539,7 @@ class TrainingJobs:
             schedule=req.schedule,
             seed=req.seed,
             workers=settings.train_threads or None,
-            momentum=0.9 if req.momentum is None else req.momentum,
+            momentum=req.sgd_momentum,
         )
         budget = settings.train_max_seconds
         self._update(job, status="running", started=time.time(), message=None)
@@ -676,8 +576,9 @@ class TrainingJobs:
                 job.version += 1
                 self._write(job)
 
+        assert job.spec is not None  # set by start() on every job this process runs
         result = train(
-            bare_spec(req.network),
+            job.spec,
             x,
             y,
             config,
@@ -745,11 +646,7 @@ class TrainingJobs:
             if job.train_examples < job.available_examples
             else f"all {job.train_examples} training images"
         )
-        optimiser = (
-            "Adam"
-            if req.optimizer == "adam"
-            else f"SGD (momentum {0.9 if req.momentum is None else req.momentum:g})"
-        )
+        optimiser = "Adam" if req.optimizer == "adam" else f"SGD (momentum {req.sgd_momentum:g})"
         description = (
             f"Trained on this server on the {req.dataset} data set ({used}) for {epochs} "
             f"epoch(s) with {optimiser}, learning rate {req.learning_rate:g}, batch size "

@@ -7,8 +7,10 @@ event loop keeps answering. Errors are raised as app.errors classes and answered
 from fastapi import FastAPI
 
 from app.web.deps import API_PREFIX
+from app.web.routers.datasets import datasets_router
 from app.web.routers.forward import forward_router
 from app.web.routers.health import health_router
+from app.web.routers.kernels import kernels_router
 from app.web.routers.models import models_router
 from app.web.routers.networks import shapes_router
 from app.web.routers.runs import runs_router
@@ -23,6 +25,8 @@ API_ROUTERS = (
     saliency_router,
     models_router,
     train_router,
+    datasets_router,
+    kernels_router,
 )
 
 

@@ -8,7 +8,7 @@ import numpy as np
 from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from app.cnn import DenseLayer, Network
-from app.errors import ImageTooLargeError, InvalidRequestError, file_size, issue
+from app.errors import ImageTooLargeError
 from app.schemas import (
     ForwardLayer,
     ForwardOutput,
@@ -19,9 +19,10 @@ from app.schemas import (
 )
 from app.storage.runs.memory import Run, new_run_id
 from app.web.admission import GateDep
+from app.web.checks import network_from_field, network_or_model
 from app.web.deps import API_PREFIX, RegistryDep, SettingsDep, StoreDep, error_responses
 from app.web.imageio import DecodedImage, decode_image
-from app.web.routers.networks import network_from_field
+from app.web.validation import file_size
 
 forward_router = APIRouter(tags=["runs"])
 TOP_K = 5  # classes listed in output.top
@@ -93,21 +94,7 @@ async def forward(
     ] = None,
 ) -> ForwardResponse:
     """Run an image through a network; keep the run for its images, arrays and explanations."""
-    network = network or None
-    model = model or None
-    if (network is None) == (model is None):
-        both = network is not None
-        found = issue(
-            None,
-            "model" if both else "network",
-            "Give either network or model, not both."
-            if both
-            else "Give a network (a JSON network spec) or a model (a preset name).",
-            "Send network to try your own layers, or model to use a trained preset "
-            "(GET /api/v1/models lists them).",
-        )
-        raise InvalidRequestError(found["message"], [found])
-
+    network, model = network_or_model(network, model)
     labels: list[str] | None = None
     preset_net: Network | None = None
     if model is not None:

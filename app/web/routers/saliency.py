@@ -12,7 +12,7 @@ from fastapi.responses import Response
 
 from app.cnn import attribution
 from app.storage.runs.memory import Run
-from app.web import saliency
+from app.web import checks, saliency
 from app.web.admission import GateDep
 from app.web.deps import CacheDep, SettingsDep, StoreDep, error_responses
 
@@ -64,11 +64,6 @@ def _encoded(a: np.ndarray) -> tuple[bytes, str]:
 def _peak(a: np.ndarray) -> str:
     """The map's largest value for the X-Map-Max header (0 says: nothing to show)."""
     return f"{float(a.max()) if a.size else 0.0:.6g}"
-
-
-def _prepare(run: Run, target: int | None) -> int:
-    saliency.check_classifier(run.network)
-    return saliency.resolve_target(run.network, run.outputs[-1], target)
 
 
 def _saliency(run: Run, target: int) -> np.ndarray:
@@ -133,7 +128,7 @@ async def saliency_png(
     """Which input pixels the class score is most sensitive to: max over channels of
     |d score / d pixel|, at the input's size (409 unless the network ends in dense+softmax)."""
     run = store.get(run_id)
-    t = _prepare(run, target)
+    t = checks.saliency_target(run.network, run.outputs[-1], target)
     key = (run_id, "saliency", t, overlay)
     return await _png_reply(
         key, lambda: _saliency(run, t), run, overlay, cache, gate, settings, {"X-Target": str(t)}
@@ -146,7 +141,7 @@ async def saliency_npy(
 ) -> Response:
     """The saliency map as float32 [h, w] (.npy)."""
     run = store.get(run_id)
-    t = _prepare(run, target)
+    t = checks.saliency_target(run.network, run.outputs[-1], target)
     return await _npy_reply(
         lambda: _saliency(run, t), gate, f"{run_id}-saliency-{t}.npy", {"X-Target": str(t)}
     )
@@ -167,8 +162,8 @@ async def gradcam_png(
     """Grad-CAM: the layer's maps weighed by the mean gradient of the class score, summed,
     rectified and resized to the input (409 unless the network ends in dense+softmax)."""
     run = store.get(run_id)
-    t = _prepare(run, target)
-    i = saliency.check_cam_layer(run.network, layer)
+    t = checks.saliency_target(run.network, run.outputs[-1], target)
+    i = checks.cam_layer(run.network, layer)
     key = (run_id, method, t, i, overlay)
     headers = {"X-Target": str(t), "X-Layer": str(i)}
     return await _png_reply(
@@ -187,8 +182,8 @@ async def gradcam_npy(
 ) -> Response:
     """The Grad-CAM map as float32 [h, w] at the input's size (.npy)."""
     run = store.get(run_id)
-    t = _prepare(run, target)
-    i = saliency.check_cam_layer(run.network, layer)
+    t = checks.saliency_target(run.network, run.outputs[-1], target)
+    i = checks.cam_layer(run.network, layer)
     filename = f"{run_id}-gradcam-{t}-layer{i}.npy"
     headers = {"X-Target": str(t), "X-Layer": str(i)}
     return await _npy_reply(lambda: _gradcam(run, t, i, method), gate, filename, headers)

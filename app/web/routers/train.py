@@ -9,21 +9,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, TypeVar
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from app.cnn import ShapeReport
-from app.errors import (
-    InvalidNetworkError,
-    InvalidRequestError,
-    IssueDict,
-    file_size,
-    issue,
-    summarize,
-)
-from app.schemas import ConvLayer, DenseLayer, NetworkSpecModel
-from app.settings import Settings
-from app.storage.models import ModelCatalog
 from app.train_schemas import (
     FINAL_STATES,
     EpochPoint,
@@ -32,79 +20,15 @@ from app.train_schemas import (
     TrainStarted,
     TrainStatus,
 )
-from app.web.deps import API_PREFIX, SettingsDep, error_responses
-from app.web.routers.networks import check_network
-from app.web.training_jobs import TrainingJob, TrainingJobs, fit_issues
+from app.web.checks import check_training
+from app.web.deps import API_PREFIX, JobsDep, RegistryDep, SettingsDep, error_responses
+from app.web.training_jobs import TrainingJob
 
 train_router = APIRouter(tags=["training"])
 T = TypeVar("T")
 
 EVENT_POLL_SECONDS = 0.25  # how often the event stream looks for news
 KEEP_ALIVE_SECONDS = 15  # a comment line this often keeps proxies from closing a quiet stream
-
-
-async def get_jobs(request: Request) -> TrainingJobs:
-    return request.app.state.training_jobs
-
-
-async def get_catalog(request: Request) -> ModelCatalog:
-    return request.app.state.model_registry
-
-
-JobsDep = Annotated[TrainingJobs, Depends(get_jobs)]
-CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]
-
-
-def _without_weights(spec: NetworkSpecModel) -> NetworkSpecModel:
-    """The architecture only: inline weights are ignored by training (and not checked)."""
-    layers = [
-        layer.model_copy(update={"weights": None, "bias": None})
-        if isinstance(layer, ConvLayer | DenseLayer)
-        else layer
-        for layer in spec.layers
-    ]
-    return spec.model_copy(update={"layers": layers})
-
-
-def _limit_issues(body: TrainRequest, settings: Settings) -> list[IssueDict]:
-    checks = [
-        ("epochs", body.epochs, settings.train_max_epochs),
-        ("batch_size", body.batch_size, settings.train_max_batch_size),
-        ("learning_rate", body.learning_rate, settings.train_max_learning_rate),
-    ]
-    return [
-        issue(
-            None,
-            name,
-            f"{name} {value:g} is more than this server allows ({most:g}).",
-            f"Use {name} {most:g} or less.",
-        )
-        for name, value, most in checks
-        if value > most
-    ]
-
-
-def _batch_memory_issues(
-    body: TrainRequest, report: ShapeReport, settings: Settings
-) -> list[IssueDict]:
-    """A batch keeps every layer's output and its gradient for each image (about 3 copies)."""
-    cells = math.prod(report.input_shape) + sum(math.prod(s.output_shape) for s in report.layers)
-    per_image = 4 * cells * 3
-    if per_image * body.batch_size <= settings.max_activation_bytes:
-        return []
-    fits = settings.max_activation_bytes // per_image
-    return [
-        issue(
-            None,
-            "batch_size",
-            f"A batch of {body.batch_size} would hold {file_size(per_image * body.batch_size)} "
-            f"of activations and gradients; this server allows "
-            f"{file_size(settings.max_activation_bytes)}.",
-            f"Use batch_size {fits} or less, or a smaller network."
-            if fits >= 1
-            else "Use a smaller input or fewer filters: even one image does not fit.",
-        )
-    ]
 
 
 def _urls(request: Request, job_id: str) -> dict[str, str]:
@@ -123,17 +47,7 @@ def job_status(job: TrainingJob, snap: dict, request: Request) -> TrainStatus:
         dataset=req.dataset,
         labels=job.labels,
         network=req.network,
-        config=TrainConfigInfo(
-            epochs=req.epochs,
-            batch_size=req.batch_size,
-            learning_rate=req.learning_rate,
-            optimizer=req.optimizer,
-            momentum=(0.9 if req.momentum is None else req.momentum)
-            if req.optimizer == "sgd"
-            else None,
-            schedule=req.schedule,
-            seed=req.seed,
-        ),
+        config=TrainConfigInfo.of(req),
         train_examples=job.train_examples,
         test_examples=job.test_examples,
         available_examples=job.available_examples,
@@ -174,21 +88,8 @@ def start_training(
     and listed by GET /api/v1/models with source "trained". 429 when train_max_jobs are
     already running; 409 when the name is taken (models are never overwritten).
     """
-    limits = _limit_issues(body, settings)
-    if limits:
-        raise InvalidRequestError(summarize("The training request", limits), limits)
-    network = _without_weights(body.network)
-    report, problems, _ = check_network(network, settings)
-    if problems:
-        raise InvalidNetworkError(summarize("The network", problems), problems)
-    fit = fit_issues(network, body.dataset)
-    if fit:
-        message = f"The network does not fit the {body.dataset} data set. {fit[0]['suggestion']}"
-        raise InvalidNetworkError(message, fit)
-    memory = _batch_memory_issues(body, report, settings)
-    if memory:
-        raise InvalidRequestError(summarize("The training request", memory), memory)
-    job = jobs.start(body.model_copy(update={"network": network}))
+    plan = check_training(body, settings)
+    job = jobs.start(plan.request, plan.network.spec)
     status = job_status(job, jobs.snapshot(job), request)
     return TrainStarted(job_id=job.job_id, status=status, **_urls(request, job.job_id))
 
@@ -283,7 +184,7 @@ def cancel_training(
     tags=["models"],
     responses=error_responses(403, 404),
 )
-def delete_model(name: str, catalog: CatalogDep) -> Response:
+def delete_model(name: str, catalog: RegistryDep) -> Response:
     """Delete a model trained on this server (shipped models answer 403)."""
     catalog.delete(name)
     return Response(status_code=204)
