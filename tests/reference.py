@@ -117,9 +117,14 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 def forward(network, image: np.ndarray) -> list[np.ndarray]:
     """Run a built app.cnn Network through the references above, using its resolved weights."""
+    return forward_from(network, 0, image)
+
+
+def forward_from(network, start: int, x: np.ndarray) -> list[np.ndarray]:
+    """The outputs of layers start.. for x entering layer `start` (the image when start is 0)."""
     outputs = []
-    x = np.asarray(image, dtype=np.float64)
-    for layer in network.layers:
+    x = np.asarray(x, dtype=np.float64)
+    for layer in network.layers[start:]:
         spec = layer.spec
         if isinstance(spec, ConvSpec):
             x = conv(x, layer.weights, layer.bias, layer.stride, layer.padding)
