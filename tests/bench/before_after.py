@@ -1,15 +1,15 @@
 """This tree against an earlier commit, side by side in one run: the explorer and training rows.
 
-    python -m tests.bench.before_after --before REV [--rounds 3] [--only NAME ...]
+    python -m tests.bench.before_after --before REV [--after REV] [--rounds 3]
 
-Checks out REV in a temporary git worktree, then alternates the two trees round by round (the
-order flips every round, so a drift of the machine's speed hits both alike). Each round runs,
-in each tree, its own `tests.bench.run --quick` for the explorer rows (the 224x224 pipeline's
-forward pass and a /forward through the ASGI app) and its own `run_training` for the training
-steps, in a fresh interpreter with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (for these
-commands only; the threadpoolctl report of each tree is printed). Reported: the median over
-rounds of each tree's NumPy median, and after / before (below 1 is faster). A ratio over
-1 + NOISE is marked SLOWER.
+Checks out REV (and --after REV; default: this working tree) in temporary git worktrees, then
+alternates the two trees round by round; the order flips every round, so a drift of the
+machine's speed hits both alike. Each round runs, in each tree, that tree's own
+`tests.bench.run --quick` for the explorer rows (the 224x224 pipeline's forward pass, and a
+/forward through the ASGI app) and its own `run_training` for the training steps, each in a
+fresh interpreter with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset for these commands only
+(the threadpoolctl report of each tree is printed). Reported: the median over rounds of each
+tree's NumPy median, and after / before (below 1 is faster); over 1 + NOISE is marked SLOWER.
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ def explorer_medians(tree: Path, only: list[str]) -> dict[str, float]:
     """{row name: NumPy median ms} from the tree's own `tests.bench.run --quick`."""
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "rows.json"
-        _python(tree, "-m", "tests.bench.run", "--quick", "--only", *only, "--json", str(out))
+        picks = [arg for name in only for arg in ("--only", name)]
+        _python(tree, "-m", "tests.bench.run", "--quick", *picks, "--json", str(out))
         rows = json.loads(out.read_text())["rows"]
     return {row["name"]: row["subject_stats"]["median_ms"] for row in rows if row["name"] in only}
 
@@ -78,24 +79,32 @@ def training_medians(tree: Path) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.before_after", description=__doc__)
     parser.add_argument("--before", required=True, help="the commit to compare with")
+    parser.add_argument("--after", help="the commit to compare (default: this working tree)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", nargs="*", default=list(EXPLORER_ROWS), help="explorer rows")
     parser.add_argument("--no-training", action="store_true", help="explorer rows only")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
-        before = Path(scratch) / "before"
-        subprocess.run(
-            ["git", "worktree", "add", "--detach", str(before), args.before],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-        )
+        trees = {"before": Path(scratch) / "before", "after": ROOT}
+        revs = {"before": args.before}
+        if args.after:
+            trees["after"], revs["after"] = Path(scratch) / "after", args.after
         try:
-            return _compare({"before": before, "after": ROOT}, args)
+            for label, rev in revs.items():
+                subprocess.run(
+                    ["git", "worktree", "add", "--detach", str(trees[label]), rev],
+                    cwd=ROOT,
+                    check=True,
+                    capture_output=True,
+                )
+            return _compare(trees, args)
         finally:
-            subprocess.run(
-                ["git", "worktree", "remove", "--force", str(before)], cwd=ROOT, check=False
-            )
+            for label in revs:
+                subprocess.run(
+                    ["git", "worktree", "remove", "--force", str(trees[label])],
+                    cwd=ROOT,
+                    check=False,
+                )
 
 
 def _compare(trees: dict[str, Path], args: argparse.Namespace) -> int:

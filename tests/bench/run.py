@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
 
-from tests.bench import environment, web, workloads
+from tests.bench import backward, environment, web, workloads
 from tests.bench.report import (
     DEFAULT_JSON,
     Report,
@@ -53,6 +53,9 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         "pipeline",
         True,
         lambda torch, plan: [workloads.run_pipeline(torch, plan)],
+    ),
+    Benchmark(
+        backward.BACKWARD_NAME, "backward", False, lambda torch, plan: [backward.run_backward(plan)]
     ),
     Benchmark(web.RENDER_NAME, "render", False, lambda torch, plan: web.run_render(plan)),
     Benchmark(web.SERVER_NAME, "server", False, lambda torch, plan: [web.run_server(plan)]),
