@@ -39,7 +39,7 @@ export function detailMessage(detail) {
  * fetch(url, options), or an ApiError carrying the server's words (its JSON "detail") when the
  * server cannot be reached or answers with an error status. Aborts are thrown as they are.
  */
-export async function fetchOk(url, options = {}) {
+async function fetchOk(url, options = {}) {
   let response;
   try {
     response = await fetch(url, options);
@@ -73,6 +73,17 @@ export const api = {
 
   models: () => json("/models"),
 
+  /** DELETE /models/{name}: a trained model (204, no body). */
+  deleteModel: async (name) => {
+    await request(`/models/${encodeURIComponent(name)}`, { method: "DELETE" });
+  },
+
+  /** GET /datasets: [{name, description, input, classes, counts, train, test, source, sample}]. */
+  datasets: () => json("/datasets"),
+
+  /** GET /kernels: the preset kernels a conv layer's `init` may name [{name, label, size, values}]. */
+  kernels: async () => (await json("/kernels")).kernels,
+
   /** POST /shapes: {valid, layers, total_params, errors}. */
   shapes: (spec, signal) =>
     json("/shapes", {
@@ -97,6 +108,30 @@ export const api = {
     for (const [key, value] of Object.entries(query)) params.set(key, String(value));
     return json(`/runs/${encodeURIComponent(runId)}/layers/${layer}/explain?${params}`);
   },
+
+  /** POST /train: {job_id, status (the TrainStatus), status_url, events_url, cancel_url}. */
+  train: (body) =>
+    json("/train", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    }),
+
+  /** GET /train: every job this server knows, oldest first. */
+  trainJobs: () => json("/train"),
+
+  /** GET /train/{job}: one job's TrainStatus. */
+  trainJob: (jobId) => json(`/train/${encodeURIComponent(jobId)}`),
+
+  /** POST /train/{job}/cancel?save=: stop a job (keeping what it learnt when save), its status. */
+  cancelTrain: (jobId, save) =>
+    json(`/train/${encodeURIComponent(jobId)}/cancel?save=${Boolean(save)}`, { method: "POST" }),
+
+  /**
+   * GET /train/{job}/events as an EventSource ("progress" and "end" events, each a TrainStatus).
+   * The caller closes it; an EventSource reconnects by itself when a stream ends.
+   */
+  trainEvents: (jobId) => new EventSource(`${BASE}/train/${encodeURIComponent(jobId)}/events`),
 
   /** Fetch a URL the API handed out (grid_url, array_url, ...) as an ArrayBuffer. */
   bytes: async (url) => (await fetchOk(url)).arrayBuffer(),

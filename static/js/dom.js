@@ -51,6 +51,12 @@ export function select(options, value, props = {}) {
   return node;
 }
 
+/** Put message in an alert box, hidden while the message is empty. */
+export function showAlert(box, message) {
+  box.textContent = message;
+  box.hidden = !message;
+}
+
 /** Wait ms milliseconds. */
 export function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));

@@ -14,6 +14,11 @@ export function int(n) {
   return Number(n).toLocaleString("en-US");
 }
 
+/** 0.9312 -> "93.1%"; null as an en dash. */
+export function percent(v) {
+  return v === null || v === undefined ? "–" : `${(100 * v).toFixed(1)}%`;
+}
+
 /** [32, 32, 3] -> "32×32×3"; [10] -> "10". */
 export function shapeText(shape) {
   return (shape ?? []).join("×");

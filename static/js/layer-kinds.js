@@ -1,5 +1,7 @@
 // The layer kinds the editor offers, their defaults, and the fields each one shows.
 
+import { state } from "./state.js";
+
 export const LAYER_TYPES = [
   ["conv", "Convolution"],
   ["relu", "ReLU"],
@@ -11,14 +13,11 @@ export const LAYER_TYPES = [
   ["dense", "Dense"],
 ];
 
-export const INITS = [
-  ["he", "He"],
-  ["sobel_x", "Sobel x"],
-  ["sobel_y", "Sobel y"],
-  ["blur", "Blur"],
-  ["sharpen", "Sharpen"],
-  ["identity", "Identity"],
-];
+/** A conv layer's weight choices: He-normal from the seed, or one of the server's preset kernels
+ * (GET /api/v1/kernels, in state.kernels). */
+export function initOptions() {
+  return [["he", "He"], ...state.kernels.map((kernel) => [kernel.name, kernel.label])];
+}
 
 const POOL_FIELDS = [
   { key: "size", label: "Size", kind: "int", min: 1 },
@@ -26,7 +25,10 @@ const POOL_FIELDS = [
   { key: "padding", label: "Padding", kind: "int", min: 0 },
 ];
 
-/** Field descriptors per type: {key, label, kind: "int"|"padding"|"select", min, options}. */
+/**
+ * Field descriptors per type: {key, label, kind: "int"|"padding"|"select", min, options}; options
+ * are [value, text] pairs, or a function giving them when they come from the server.
+ */
 export const FIELDS = {
   conv: [
     { key: "filters", label: "Filters", kind: "int", min: 1 },
@@ -42,7 +44,7 @@ export const FIELDS = {
         ["none", "none"],
       ],
     },
-    { key: "init", label: "Weights", kind: "select", options: INITS },
+    { key: "init", label: "Weights", kind: "select", options: initOptions },
   ],
   maxpool: POOL_FIELDS,
   avgpool: POOL_FIELDS,

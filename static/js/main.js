@@ -7,14 +7,17 @@ import { emit, state } from "./state.js";
 import { initImageInput, useSample } from "./image-input.js";
 import { applyPreset, DEFAULT_PRESET, initPresets, loadNetwork } from "./presets.js";
 import { initStackEditor } from "./stack-editor.js";
-import { initValidation, validateNow } from "./validation.js";
+import { ensureValidated, initValidation } from "./validation.js";
 import { initModelSummary } from "./model-summary.js";
 import { initRun, runNetwork } from "./run.js";
 import { initActivations } from "./activations.js";
 import { initChannelView } from "./channel-view.js";
 import { initStepThrough } from "./step-through.js";
 import { initSaliency } from "./saliency.js";
-import { initTrain } from "./train.js";
+import { initTrainForm } from "./train-form.js";
+import { initTrainProgress } from "./train-progress.js";
+import { initSavedModels } from "./saved-models.js";
+import { loadDatasets } from "./datasets.js";
 import { decodeHash, encodeState, initUrlState, linkableSpec } from "./url-state.js";
 
 function readConfig() {
@@ -78,18 +81,29 @@ async function main() {
   initChannelView();
   initStepThrough();
   initSaliency();
-  initTrain();
+  initTrainForm();
+  initTrainProgress();
+  initSavedModels();
   initUrlState();
   initCopyLink();
 
   const restored = decodeHash();
-  try {
-    const models = await api.models();
-    state.models = Array.isArray(models) ? models : [];
-  } catch (error) {
-    state.models = [];
-    showGlobalError(`Could not load the shipped models: ${error.message}`);
-  }
+  // What the server offers, asked once: shipped models, data sets, preset kernels.
+  const problems = [];
+  const models = api.models().then(
+    (list) => (state.models = Array.isArray(list) ? list : []),
+    (error) => problems.push(`the shipped models (${error.message})`),
+  );
+  const kernels = api.kernels().then(
+    (list) => {
+      state.kernels = Array.isArray(list) ? list : [];
+      emit("kernels");
+    },
+    (error) => problems.push(`the preset kernels (${error.message})`),
+  );
+  const datasets = loadDatasets().catch((error) => problems.push(`the data sets (${error.message})`));
+  await Promise.all([models, kernels, datasets]);
+  if (problems.length) showGlobalError(`Could not load ${problems.join(", ")}.`);
   emit("models");
 
   const model = restored.model ? matchingModel(restored.model, restored.network) : null;
@@ -99,8 +113,9 @@ async function main() {
   if (!state.image.render) useSample(state.network.input.channels === 3 ? "shapes" : "digit");
   if (restored.step) state.step = { ...state.step, ...restored.step };
 
-  await validateNow();
-  if (state.shapes?.valid) await runNetwork();
+  // ensureValidated, not validateNow: the edit above also queued a debounced check, which on a
+  // slow network would abort this one and leave the first run waiting for nothing.
+  if (await ensureValidated()) await runNetwork();
 }
 
 main().catch((error) => showGlobalError(`The page failed to start: ${error.message}`));

@@ -173,7 +173,11 @@ function paddingControl(layer, index, uid) {
 }
 
 function selectControl(layer, index, spec, uid) {
-  const control = select(spec.options, layer[spec.key], {
+  const options = [...(typeof spec.options === "function" ? spec.options() : spec.options)];
+  const value = layer[spec.key];
+  // A value the server has not (yet) listed stays shown as it is rather than silently changing.
+  if (!options.some(([v]) => String(v) === String(value))) options.push([value, String(value)]);
+  const control = select(options, value, {
     dataset: { focus: `${uid}:${spec.key}`, field: spec.key },
   });
   control.addEventListener("change", () => {
@@ -350,25 +354,29 @@ function showStatus() {
   chip.textContent = `${height}×${width}×${channels}`;
 }
 
+/** A "Fix: ..." button applying the server's fix for `error`, or null when it gave none. */
+export function fixButton(error) {
+  const fix = fixFor(error);
+  if (!fix) return null;
+  return el("button", {
+    type: "button",
+    class: "btn btn-fix",
+    text: `Fix: ${fix.label}`,
+    onclick: () => {
+      fix.apply();
+      focusAfterRender(fix.focus(uidOf));
+      changed({ structure: true });
+    },
+  });
+}
+
 function errorBox(error, index) {
-  const fix = fixFor(error, index);
   return el(
     "div",
     { class: "layer-error", role: "group", "aria-label": `Problem in layer ${index}` },
     el("p", { class: "error-text", text: error.message }),
     error.suggestion ? el("p", { class: "suggestion", text: error.suggestion }) : null,
-    fix
-      ? el("button", {
-          type: "button",
-          class: "btn btn-fix",
-          text: `Fix: ${fix.label}`,
-          onclick: () => {
-            fix.apply();
-            if (fix.focus) focusAfterRender(fix.focus(uidOf));
-            changed({ structure: true });
-          },
-        })
-      : null,
+    fixButton(error),
   );
 }
 
@@ -393,4 +401,5 @@ export function initStackEditor() {
     renderLayers();
   });
   on("shapes", showStatus);
+  on("kernels", renderLayers);
 }

@@ -3,7 +3,8 @@
 // Events: "network" (stack or input size edited), "structure" (layers added, removed, moved or
 // replaced: the editor redraws), "shapes" (a validation reply arrived), "image" (the input image
 // changed), "run" (a forward pass finished), "step" (the step-through selection moved),
-// "models" (the shipped model list arrived).
+// "models" (the shipped model list arrived), "datasets" and "kernels" (the server's data sets and
+// preset kernels arrived), "train" (the training job followed moved on, or another was taken up).
 
 export const state = {
   /** The network spec as the API takes it: {input: {height, width, channels}, seed, layers}. */
@@ -30,6 +31,16 @@ export const state = {
   /** Step-through selection. pos indexes the layer's output positions (y * W + x, or i). */
   step: { layer: null, pos: 0, channel: 0, inChannel: 0, playing: false, speed: 4 },
   models: [],
+  /** GET /datasets: what each data set's images are, its classes and sizes (empty until asked). */
+  datasets: [],
+  /** GET /kernels: the preset kernels a conv layer can start from (empty until asked). */
+  kernels: [],
+  /**
+   * The training job the page follows. job: its last TrainStatus {job_id, status, history,
+   * batch_losses, ...} or null; source: the EventSource following it; poll: the timer of the
+   * status poll that replaces the stream when it fails (at most one of the two is set).
+   */
+  train: { job: null, source: null, poll: null },
   limits: {},
   version: "",
 };

@@ -5,6 +5,7 @@ import { $, debounce, el } from "./dom.js";
 import { api, detailMessage } from "./api.js";
 import { currentSpec, emit, on, state } from "./state.js";
 import { int } from "./format.js";
+import { fixButton } from "./stack-editor.js";
 
 let controller = null;
 let requestError = null;
@@ -84,9 +85,19 @@ function showStackStatus() {
   box.dataset.state = "invalid";
   const count = reply.errors.length;
   box.append(el("strong", { text: `${count} ${count === 1 ? "problem" : "problems"}: ` }));
-  box.append(reply.errors[0]?.message ?? "invalid network");
+  const [first] = reply.errors;
+  box.append(first?.message ?? "invalid network");
+  // A problem with the input (no layer card to show it on) gets its fix here.
   const general = reply.errors.filter((e) => e.layer === null || e.layer === undefined);
-  for (const error of general.slice(1)) box.append(el("br"), error.message);
+  const withFix = (error) => {
+    const button = fixButton(error);
+    if (button) box.append(" ", button);
+  };
+  if (general[0] === first) withFix(first);
+  for (const error of general.slice(general[0] === first ? 1 : 0)) {
+    box.append(el("br"), error.message);
+    withFix(error);
+  }
 }
 
 export function initValidation() {

@@ -112,6 +112,23 @@ def new_page(browser: Browser, server_url: str, log: BrowserLog, viewport: dict[
     return page
 
 
+def throttle(
+    page: Page, *, latency_ms: float, down_bytes_per_s: float = -1, up_bytes_per_s: float = -1
+) -> None:
+    """Slow every request of `page` down (Chromium's DevTools network emulation); -1 = unlimited."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {
+            "offline": False,
+            "latency": latency_ms,
+            "downloadThroughput": down_bytes_per_s,
+            "uploadThroughput": up_bytes_per_s,
+        },
+    )
+
+
 @pytest.fixture
 def page(browser: Browser, server_url: str, browser_log: BrowserLog) -> Iterator[Page]:
     """A 1280x800 page; the test fails if the browser logged an error."""

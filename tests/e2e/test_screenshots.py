@@ -99,6 +99,7 @@ def test_every_stage_fits_and_is_photographed(
     explorer.preset_button("7×7, F=3, S=5").click()
     expect(page.locator("#layer-card-0 .btn-fix")).to_be_visible()
     shoot(page, screenshot_dir, "2-network-error", "#stage-network")
+    shoot(page, screenshot_dir, "2-network-error-fix", "#layer-card-0")  # the card, on a phone too
     page.screenshot(
         path=str(screenshot_dir / f"{page.viewport_size['width']}-full.png"), full_page=True
     )

@@ -3,7 +3,9 @@ reordering, and the model summary against the API."""
 
 from __future__ import annotations
 
+import json
 import re
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -39,15 +41,22 @@ def test_stride_5_on_7x7_shows_the_arithmetic_and_one_click_fixes_it(
     expect(page.locator("#stack-status")).to_have_attribute("data-state", "invalid")
     reply = api.post("/shapes", json=explorer.spec()).json()
     assert not reply["valid"]
-    expect(bad.locator(".suggestion")).to_have_text(reply["errors"][0]["suggestion"])
+    error = reply["errors"][0]
+    expect(bad.locator(".suggestion")).to_have_text(error["suggestion"])
+    # The button is the server's own fix, applied as given: no arithmetic of the page's own.
+    fix = error["fix"]
+    assert fix["set"] and not fix["insert_before"] and not fix["drop"]
+    expect(bad.locator(".btn-fix")).to_have_text(f"Fix: {fix['label']}")
 
     before = explorer.run_id()
     bad.locator(".btn-fix").click()
     expect(page.locator("#stack-status")).to_have_attribute("data-state", "valid")
     expect(card(page, 0)).not_to_have_class(re.compile("is-invalid"))
     spec = explorer.spec()
+    assert {key: spec["layers"][0][key] for key in fix["set"]} == fix["set"]
     stride = spec["layers"][0]["stride"]
     assert stride != 5 and (7 - 3) % stride == 0
+    assert page.evaluate("document.activeElement.dataset.field") == next(iter(fix["set"]))
     fixed = api.post("/shapes", json=spec).json()
     assert fixed["valid"]
     expect(card(page, 0).locator('[data-field="stride"]')).to_have_value(str(stride))
@@ -73,10 +82,13 @@ def test_a_stack_built_by_hand_matches_the_api_summary(
     page.click("#add-layer")
     dense = card(page, 2)
     expect(dense.locator(".error-text")).to_contain_text("flat")
-    expect(dense.locator(".btn-fix")).to_contain_text("flatten")
+    fix = api.post("/shapes", json=explorer.spec()).json()["errors"][0]["fix"]
+    assert fix["insert_before"]["type"] == "flatten"
+    expect(dense.locator(".btn-fix")).to_have_text(f"Fix: {fix['label']}")
     dense.locator(".btn-fix").click()
     expect(card(page, 2)).to_have_attribute("data-type", "flatten")
     expect(card(page, 3)).to_have_attribute("data-type", "dense")
+    assert focused_label(page) == "Layer 2 type"  # the inserted layer
 
     units = card(page, 3).locator('[data-field="units"]')
     units.fill("5")
@@ -139,7 +151,70 @@ def test_a_value_over_the_servers_limit_shows_its_message_on_the_layer(
     expect(card(page, 0).locator(".error-text")).to_have_text(error["message"])
     expect(card(page, 0).locator(".suggestion")).to_have_text(error["suggestion"])
     expect(page.locator("#stack-status")).to_contain_text(error["message"])
-    # The fix uses the limit the page was given, then the API agrees.
+    # The fix is the server's (its own limit), then the API agrees.
+    expect(card(page, 0).locator(".btn-fix")).to_have_text(f"Fix: {error['fix']['label']}")
     card(page, 0).locator(".btn-fix").click()
     expect(page.locator("#stack-status")).to_have_attribute("data-state", "valid")
-    assert api.post("/shapes", json=explorer.spec()).json()["valid"]
+    spec = explorer.spec()
+    assert spec["layers"][0]["filters"] == error["fix"]["set"]["filters"]
+    assert api.post("/shapes", json=spec).json()["valid"]
+
+
+def test_the_weights_picker_offers_every_preset_kernel_the_server_has(
+    explorer: Explorer, api: httpx.Client
+) -> None:
+    page = explorer.page
+    explorer.open()  # the small classifier starts with a conv layer
+    kernels = api.get("/kernels").json()["kernels"]
+    assert len(kernels) == 7
+    init = card(page, 0).locator('[data-field="init"]')
+    want = [["he", "He"]] + [[k["name"], k["label"]] for k in kernels]
+    expect(init.locator("option")).to_have_count(len(want))
+    options = init.evaluate("s => [...s.options].map(o => [o.value, o.textContent])")
+    assert options == want
+
+    # Each is a spec the server takes: the last one, chosen, validates and runs.
+    before = explorer.run_id()
+    name = kernels[-1]["name"]
+    card(page, 0).locator('[data-field="kernel_size"]').fill(str(kernels[-1]["size"]))
+    init.select_option(name)
+    expect(page.locator("#stack-status")).to_have_attribute("data-state", "valid")
+    assert explorer.spec()["layers"][0]["init"] == name
+    explorer.wait_for_run(after=before)
+
+
+def test_the_servers_fixes_for_given_weights_and_for_the_input_apply_in_one_click(
+    explorer: Explorer, api: httpx.Client
+) -> None:
+    page = explorer.page
+    # A conv layer given 1x1 weights where 3x3 are needed: the server's fix drops them.
+    network = {
+        "input": {"height": 8, "width": 8, "channels": 1},
+        "seed": 0,
+        "layers": [{"type": "conv", "filters": 1, "kernel_size": 3, "weights": [[[[1.0]]]]}],
+    }
+    page.goto(f"{explorer.url}/#net={quote(json.dumps(network))}")
+    fix = api.post("/shapes", json=network).json()["errors"][0]["fix"]
+    assert fix["drop"] == ["weights", "bias"]
+    button = card(page, 0).locator(".btn-fix")
+    expect(button).to_have_text(f"Fix: {fix['label']}")
+    button.click()
+    expect(page.locator("#stack-status")).to_have_attribute("data-state", "valid")
+    assert "weights" not in explorer.spec()["layers"][0]
+    assert page.evaluate("document.activeElement.dataset.field") == "init"
+
+    # An input taller than the server allows: the problem has no layer, so its fix is offered
+    # in the stack's status line, and it sets the input's own field.
+    limit = int(page.get_attribute("#input-height", "max") or 0)
+    assert limit > 0
+    page.fill("#input-height", str(limit + 1))
+    status = page.locator("#stack-status")
+    expect(status).to_have_attribute("data-state", "invalid")
+    error = api.post("/shapes", json=explorer.spec()).json()["errors"][0]
+    assert error["layer"] is None and error["fix"]["set"] == {"height": limit}
+    expect(status.locator(".btn-fix")).to_have_text(f"Fix: {error['fix']['label']}")
+    status.locator(".btn-fix").click()
+    expect(status).to_have_attribute("data-state", "valid")
+    expect(page.locator("#input-height")).to_have_value(str(limit))
+    assert explorer.spec()["input"]["height"] == limit
+    assert page.evaluate("document.activeElement.id") == "input-height"

@@ -194,6 +194,48 @@ def test_train_watch_the_curves_cancel_reload_run_explain_and_delete(
     expect(explorer.preset_button("e2e-digits")).to_have_count(0)
 
 
+def test_the_data_set_picker_and_its_words_come_from_the_server(
+    explorer: Explorer, api: httpx.Client
+) -> None:
+    page = explorer.page
+    explorer.open()  # the small classifier: 28x28x1 -> dense 10 softmax
+    datasets = api.get("/datasets").json()
+    assert {"digits", "shapes"} <= {d["name"] for d in datasets}
+    options = page.eval_on_selector_all(
+        "#train-dataset option", "nodes => nodes.map(n => [n.value, n.textContent])"
+    )
+    assert [value for value, _ in options] == [d["name"] for d in datasets]
+    for (_, text), d in zip(options, datasets, strict=True):
+        size = "×".join(str(d["input"][k]) for k in ("height", "width", "channels"))
+        assert text == f"{d['name']} · {len(d['classes'])} classes · {size}"
+
+    def sizes(d: dict) -> str:
+        size = "×".join(str(d["input"][k]) for k in ("height", "width", "channels"))
+        return f"{size}, {len(d['classes'])} classes, {d['train']:,} training images"
+
+    digits = next(d for d in datasets if d["name"] == "digits")
+    fit = page.locator("#train-fit")
+    expect(fit).to_have_text(f"The stack fits digits ({sizes(digits)}).")
+    expect(page.locator("#train-dataset-note")).to_have_text(digits["description"])
+    first = f"{digits['classes'][0]}:\u00a0{digits['counts'][0]:,}"
+    expect(page.locator("#train-dataset-classes")).to_contain_text(first)
+
+    # Another data set: the words say what stops the stack, with that data set's sizes.
+    shapes = next(d for d in datasets if d["name"] == "shapes")
+    page.select_option("#train-dataset", "shapes")
+    expect(fit).to_have_attribute("data-fits", "false")
+    expect(fit).to_contain_text(f"does not fit shapes ({sizes(shapes)}) yet")
+    expect(fit).to_contain_text(f"not {len(shapes['classes'])}")
+    expect(page.locator("#train-dataset-note")).to_have_text(shapes["description"])
+    expect(page.locator("#train-name")).to_have_attribute("placeholder", "my-shapes")
+    page.click("#train-fit-button")
+    expect(fit).to_have_attribute("data-fits", "true")
+    spec = explorer.spec()
+    want = shapes["input"]
+    assert spec["input"] == {k: want[k] for k in ("height", "width", "channels")}
+    assert spec["layers"][-1]["units"] == len(shapes["classes"])
+
+
 def test_on_a_phone_the_fit_button_makes_a_stack_trainable_and_polling_follows_the_job(
     browser: Browser, server_url: str, browser_log: BrowserLog, screenshot_dir: Path
 ) -> None:
