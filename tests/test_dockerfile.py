@@ -114,7 +114,7 @@ def test_dependencies_are_built_in_a_separate_stage_and_only_the_venv_crosses(
 def test_final_stage_copies_the_source_next_to_templates_and_static(
     final_stage: list[Instruction],
 ) -> None:
-    # app/main.py finds templates/ and static/ at Path(app.__file__).parent.parent.
+    # app/settings.py finds templates/ and static/ in the folder above app/.
     assert ("WORKDIR", "/srv/cnn-explorer") in final_stage
     copies = {args for keyword, args in final_stage if keyword == "COPY"}
     assert {"app/ app/", "templates/ templates/", "static/ static/"} <= copies

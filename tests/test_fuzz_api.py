@@ -36,6 +36,8 @@ from app.web.deps import API_PREFIX, run_context
 from app.web.main import create_app
 from tests.conftest import encode, random_pixels
 
+pytestmark = pytest.mark.slow  # fuzzing: make test-quick leaves it out
+
 MAX_EXAMPLES = 200
 
 LIMITS = dict(

@@ -19,11 +19,13 @@ import pytest
 
 from app.cnn.network import Network, build_network
 from app.cnn.spec import NetworkSpec
-from app.learning import parallel as share_processes
+from app.learning import parallel
 from app.learning.optim import Adam
 from app.learning.parallel import DataParallel, ShareProcesses, WorkerProcessError, plan_layout
 from app.learning.trainer import TrainConfig, train, train_step
 from tests.test_training import TINY, bars
+
+pytestmark = pytest.mark.slow  # worker processes: make test-quick leaves them out
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -168,7 +170,7 @@ def test_workers_that_cannot_start_mean_threads(monkeypatch, caplog) -> None:
     def no_room(size: int) -> int:
         raise WorkerProcessError(f"no room for {size} bytes of shared memory in /dev/shm or tmp")
 
-    monkeypatch.setattr(share_processes, "_shared_file", no_room)
+    monkeypatch.setattr(parallel, "_shared_file", no_room)
     x, y = bars(20, seed=10)
     with caplog.at_level(logging.WARNING, logger="app.learning.parallel"):
         result = train(TINY, x, y, TrainConfig(epochs=2, batch_size=10, workers=2))
@@ -195,7 +197,7 @@ def test_the_setup_message_carries_no_weights() -> None:
         replace(TINY.layers[5], weights=rng.random((2, 4)), bias=rng.random(2)),
     )
     big = replace(TINY, input=replace(TINY.input, height=600, width=600), layers=layers)
-    small = share_processes.skeleton(big)
+    small = parallel.skeleton(big)
     assert all(getattr(layer, "weights", None) is None for layer in small.layers)
     assert [type(layer) for layer in small.layers] == [type(layer) for layer in big.layers]
     assert len(pickle.dumps(small)) < 4096
@@ -212,7 +214,7 @@ def test_the_setup_message_carries_no_weights() -> None:
 
 def test_a_worker_that_dies_at_start_gives_its_exit_code(monkeypatch) -> None:
     x, _ = bars(8, seed=12)
-    monkeypatch.setattr(share_processes, "_BOOTSTRAP", "import sys; sys.exit(3)")
+    monkeypatch.setattr(parallel, "_BOOTSTRAP", "import sys; sys.exit(3)")
     with pytest.raises(WorkerProcessError, match=r"ended unexpectedly \(exit code 3\)"):
         ShareProcesses(build_network(TINY), 1, x[:4])
 
@@ -281,7 +283,7 @@ def test_workers_exit_when_the_trainer_dies() -> None:
 
 def test_a_full_dev_shm_puts_the_block_in_the_temp_directory(monkeypatch, tmp_path) -> None:
     """Docker gives /dev/shm 64 MB: a bigger block goes to a file in the temp directory."""
-    real_usage = share_processes.shutil.disk_usage
+    real_usage = parallel.shutil.disk_usage
     asked: list[str] = []
 
     def usage(path: str):
@@ -289,8 +291,8 @@ def test_a_full_dev_shm_puts_the_block_in_the_temp_directory(monkeypatch, tmp_pa
         full = real_usage(path)
         return full._replace(free=0) if str(path) == "/dev/shm" else full
 
-    monkeypatch.setattr(share_processes.shutil, "disk_usage", usage)
-    monkeypatch.setattr(share_processes.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(parallel.shutil, "disk_usage", usage)
+    monkeypatch.setattr(parallel.tempfile, "tempdir", str(tmp_path))
     x, y = bars(16, seed=13)
     net = shared(TINY, np.float64)
     try:
@@ -320,9 +322,9 @@ def test_an_error_in_this_process_share_is_raised_and_the_workers_stay_in_step()
 
 def test_a_worker_that_never_comes_up_is_given_up_on_and_stopped(monkeypatch) -> None:
     x, _ = bars(8, seed=17)
-    monkeypatch.setattr(share_processes, "_BOOTSTRAP", "import time; time.sleep(60)")
-    monkeypatch.setattr(share_processes, "_START_WAIT_S", 0.5)
-    monkeypatch.setattr(share_processes, "_EXIT_WAIT_S", 0.5)
+    monkeypatch.setattr(parallel, "_BOOTSTRAP", "import time; time.sleep(60)")
+    monkeypatch.setattr(parallel, "_START_WAIT_S", 0.5)
+    monkeypatch.setattr(parallel, "_EXIT_WAIT_S", 0.5)
     spawned: list[int] = []
     real_popen = subprocess.Popen
 
@@ -331,7 +333,7 @@ def test_a_worker_that_never_comes_up_is_given_up_on_and_stopped(monkeypatch) ->
         spawned.append(process.pid)
         return process
 
-    monkeypatch.setattr(share_processes.subprocess, "Popen", recording_popen)
+    monkeypatch.setattr(parallel.subprocess, "Popen", recording_popen)
     started = time.monotonic()
     with pytest.raises(WorkerProcessError, match="did not start in time"):
         ShareProcesses(build_network(TINY), 1, x[:4])

@@ -35,6 +35,9 @@ TINY = NetworkSpec(
     seed=1,
 )
 
+# Tests marked slow start worker processes (workers=2, or the trainer's default on a machine
+# of 2 or more cores); make test-quick leaves them out.
+
 
 def bars(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Noisy 12x12 images with one bright bar: horizontal (class 0) or vertical (class 1)."""
@@ -123,6 +126,7 @@ def test_training_learns_bar_directions_and_reports_every_epoch(tiny_data) -> No
     assert again.accuracy == pytest.approx(reports[-1].test_accuracy)
 
 
+@pytest.mark.slow
 def test_trained_spec_runs_in_the_single_image_engine_with_the_same_answers(tiny_data) -> None:
     x, y, x_test, y_test = tiny_data
     result = train(TINY, x, y, TrainConfig(epochs=2, batch_size=32))
@@ -135,6 +139,7 @@ def test_trained_spec_runs_in_the_single_image_engine_with_the_same_answers(tiny
     assert not np.allclose(engine.layers[0].weights, untrained.layers[0].weights)
 
 
+@pytest.mark.slow
 def test_same_seeds_give_the_same_weights(tiny_data) -> None:
     x, y, _, _ = tiny_data
     config = TrainConfig(epochs=1, batch_size=50, optimizer="sgd", learning_rate=0.05)
@@ -144,6 +149,7 @@ def test_same_seeds_give_the_same_weights(tiny_data) -> None:
     assert not np.allclose(first.spec.layers[0].weights, other.spec.layers[0].weights)
 
 
+@pytest.mark.slow
 def test_cancel_stops_at_the_next_batch_and_keeps_the_weights_so_far(tiny_data) -> None:
     x, y, _, _ = tiny_data
     cancel = threading.Event()
@@ -190,6 +196,7 @@ def test_images_of_the_wrong_shape_are_refused() -> None:
         train(TINY, np.zeros((2, 28, 28, 1), np.float32), np.array([0, 1]))
 
 
+@pytest.mark.slow
 def test_two_workers_sum_to_the_same_gradients_as_one() -> None:
     x, y = bars(21, seed=3)  # an odd batch: shares of 10 and 11 images
     serial = build_network(TINY, np.float64)
@@ -204,6 +211,7 @@ def test_two_workers_sum_to_the_same_gradients_as_one() -> None:
             np.testing.assert_allclose(g2[name], g1[name], rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.slow
 def test_two_workers_keep_float32_gradients_float32() -> None:
     x, y = bars(20, seed=4)
     steps = DataParallel(build_network(TINY), 2)
@@ -283,6 +291,7 @@ def test_outputs_handed_out_survive_later_training_steps() -> None:
         np.testing.assert_array_equal(out, want)
 
 
+@pytest.mark.slow
 def test_training_with_two_workers_learns_like_one(tiny_data) -> None:
     x, y, x_test, y_test = tiny_data
     config = TrainConfig(epochs=8, batch_size=16, learning_rate=1e-2, workers=2)

@@ -33,7 +33,8 @@ from tests.test_training_api import (
     saved_files,
 )
 
-pytestmark = pytest.mark.anyio
+# Worker processes: make test-quick leaves them out.
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
 @pytest.fixture
