@@ -45,9 +45,9 @@ async def test_each_listed_kernel_is_a_conv_init_the_server_accepts(client):
 @pytest.fixture
 def fresh_datasets():
     """Data set descriptions computed anew (and forgotten after the test)."""
-    datasets_module._described.cache_clear()
+    datasets_module.describe_dataset.cache_clear()
     yield
-    datasets_module._described.cache_clear()
+    datasets_module.describe_dataset.cache_clear()
 
 
 async def test_the_built_in_data_sets_are_listed_with_sizes_classes_and_counts(client):

@@ -572,7 +572,7 @@ def test_stopping_the_app_stops_its_running_jobs(train_app) -> None:
             if client.get(f"{API}/train/{job_id}").json()["step"] >= 1:
                 break
             threading.Event().wait(0.05)
-        running = [j for j in jobs._jobs.values() if j.active]
+        running = [j for j in jobs.list() if j.active]
         assert [j.job_id for j in running] == [job_id]
     assert not running[0].thread.is_alive()
     assert running[0].stop_reason == "shutdown"

@@ -23,7 +23,7 @@ _DESCRIBING = threading.Lock()  # one load per process, however many first reque
 
 
 @functools.cache
-def _described(name: str) -> DatasetInfo:
+def describe_dataset(name: str) -> DatasetInfo:
     """The set's description, counted from its labels; loaded once per process (the shapes are
     generated, about a second) through the cache the training jobs use too."""
     data = cached_dataset(name)
@@ -46,7 +46,7 @@ def dataset_info(name: str) -> DatasetInfo | None:
     """The built-in set `name` described, or None when its files are not installed."""
     with _DESCRIBING:
         try:
-            return _described(name)
+            return describe_dataset(name)
         except DatasetUnavailableError as e:
             log.warning("The %s data set is not listed: %s", name, e)
             return None
