@@ -20,7 +20,7 @@ import redis
 
 from tests.conftest import WORKED_EXAMPLE, encode, random_pixels
 from tests.live_server import free_port, running_server, server_env
-from tests.test_share_processes import wait_gone
+from tests.test_parallel import wait_gone
 from tests.test_training_api import job
 
 pytestmark = pytest.mark.slow  # real servers, worker processes: make test-quick leaves them out
