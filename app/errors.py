@@ -81,6 +81,10 @@ class ModelNotFoundError(NotFoundError):
     pass
 
 
+class NoWeightsError(NotFoundError):
+    """A weight or bias gradient asked of a layer that has no weights (404)."""
+
+
 class RunTooLargeError(AppError):
     """A single run bigger than the whole run store (413)."""
 

@@ -502,6 +502,139 @@ ExplainResponse = Annotated[
 ]
 
 
+# -- the backward pass -------------------------------------------------------------------------
+LossName = Literal["cross_entropy", "score"]
+
+
+class GradientStats(BaseModel):
+    min: float = Field(description="Smallest value of the gradient.")
+    max: float = Field(description="Largest value of the gradient.")
+    mean: float = Field(description="Mean value of the gradient.")
+    abs_mean: float = Field(description="Mean of |value|: how strongly the loss depends on it.")
+
+
+class GradientLayer(BaseModel):
+    index: int = Field(description="0-based layer index.")
+    type: str = Field(description="Layer type, as in the spec.")
+    output_shape: list[int] = Field(description="[h, w, c] or [n], as the gradient's.")
+    stats: GradientStats = Field(description="Of dL/d(the layer's output).")
+    scale: float = Field(
+        description="max |dL/d(output)|: grid_url's colours run from -scale (blue) through 0 (the "
+        "middle colour, near white) to +scale (red), the same for every channel."
+    )
+    grid_url: str = Field(
+        description="PNG of dL/d(output), all channels tiled as in the layer's own grid, in "
+        "diverging colours."
+    )
+    gradient_url: str = Field(description="dL/d(output) as a float32 .npy, [h, w, c] or [n].")
+    weight_gradient_url: str | None = Field(
+        description="dL/dW as a float32 .npy (conv [K][F][F][C], dense [units][inputs]); null "
+        "for a layer without weights."
+    )
+    bias_gradient_url: str | None = Field(
+        description="dL/db as a float32 .npy [K]; null for a layer without weights."
+    )
+    explain_url: str = Field(
+        description="How one gradient value was computed: add &y=&x=&c= (flat layers &i=), "
+        "&weight=k,fy,fx,c (dense &weight=u,j) or &bias=k."
+    )
+
+
+class GradientsResponse(BaseModel):
+    run_id: str = Field(description="The run whose backward pass this is.")
+    target: int = Field(description="The output index the loss is of (the class, for softmax).")
+    label: str | None = Field(description="The target's class name from the labels, or null.")
+    loss: LossName = Field(
+        description='"cross_entropy": L = -log p[target]; "score": L = output[target].'
+    )
+    loss_value: float = Field(description="L for this run's image.")
+    input_gradient_url: str = Field(description="dL/d(input) as a float32 .npy [H, W, C].")
+    input_grid_url: str = Field(description="PNG of dL/d(input), its channels tiled, diverging.")
+    input_stats: GradientStats = Field(description="Of dL/d(input).")
+    layers: list[GradientLayer] = Field(description="Every layer, input side first.")
+
+
+class GradientTerm(BaseModel):
+    """One term of the chain rule: `product` and the factors it is made of, with where they
+    came from (e.g. "weight", "delta", "output", "tap", "input_value", "share", "won"). A long
+    sum ends with one {"rest": true, "count", "product"} term holding the sum of the others."""
+
+    model_config = ConfigDict(extra="allow")
+
+    product: float = Field(description="This term's share of the value.")
+
+
+class GradientCheckInfo(BaseModel):
+    analytic: float = Field(description="The backward pass's value, computed in float64.")
+    numeric: float = Field(description="(loss_plus - loss_minus) / 2h.")
+    relative_error: float = Field(description="|analytic - numeric| / (|analytic| + |numeric|).")
+    h: float = Field(description="The change made to the weight or bias, up and down.")
+    loss_plus: float = Field(description="L with the weight (or bias) raised by h.")
+    loss_minus: float = Field(description="L with the weight (or bias) lowered by h.")
+
+
+class GradientExplainResponse(BaseModel):
+    """How one gradient value was computed: the chain rule written out in numbers."""
+
+    model_config = ConfigDict(extra="allow")
+
+    value: float = Field(description="The gradient value, as in its .npy array.")
+    formula: str = Field(description="The rule, with this value's indices filled in.")
+    terms: list[GradientTerm] = Field(
+        description="What adds up to value: their products sum to it (to float32 rounding); "
+        "the largest |product| first."
+    )
+    what: Literal["output", "weight", "bias"] = Field(description="Which kind of gradient.")
+    layer: int = Field(description="The layer index.")
+    type: str = Field(description="The layer's type.")
+    loss: LossName = Field(description="The loss L the gradient is of.")
+    target: int = Field(description="The output index L is of.")
+    rule: str | None = Field(
+        None,
+        description='For "output": the layer above that sends the gradient back ("conv", '
+        '"maxpool", "dense", "relu", "flatten", ...; "loss" for the last layer).',
+    )
+    position: list[int] | None = Field(None, description='[y, x, c] or [i], for "output".')
+    weight: list[int] | None = Field(None, description='[k, fy, fx, c] or [u, j], for "weight".')
+    bias: int | None = Field(None, description='k, for "bias".')
+    check: GradientCheckInfo | None = Field(
+        None, description="With check=true: the same value by central differences."
+    )
+
+
+class StepRequest(BaseModel):
+    """One plain gradient-descent step on every weight and bias: W <- W - learning_rate * dL/dW."""
+
+    # Unknown fields are ignored rather than refused: the request validator would word them as
+    # fields of a network spec (app/web/validation.py); a missing learning_rate is still named.
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"target": 3, "learning_rate": 0.01}]}
+    )
+
+    target: Int | None = Field(
+        None, description="The output index whose loss is lowered; default: the top one."
+    )
+    learning_rate: float = Field(
+        gt=0,
+        allow_inf_nan=False,
+        description="The step size, > 0 and at most the server's train_max_learning_rate.",
+    )
+    loss: LossName = Field("cross_entropy", description="The loss stepped down.")
+
+
+class StepResponse(ForwardResponse):
+    """The forward reply of the new run (same image, the stepped weights, the same labels and
+    model), with the loss before and after the step. `image` is the previous run's input as the
+    network saw it (format "run", not resized again)."""
+
+    previous_run_id: str = Field(description="The run whose gradients made the step.")
+    target: int = Field(description="The output index whose loss was stepped down.")
+    loss: LossName = Field(description="The loss stepped down.")
+    learning_rate: float = Field(description="The step size used.")
+    loss_before: float = Field(description="L of the previous run.")
+    loss_after: float = Field(description="L of the new run (its /gradients loss_value).")
+
+
 # -- models ------------------------------------------------------------------------------------
 class PresetModelInfo(BaseModel):
     name: str = Field(description="Pass it as `model` to POST /api/v1/forward.")

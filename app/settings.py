@@ -188,6 +188,17 @@ class Settings(BaseSettings):
             "dropped first and re-rendered on request. 0 disables it."
         ),
     )
+    gradient_cache_max_bytes: int = Field(
+        128 * MB,
+        ge=0,
+        description=(
+            "Memory for the backward passes of kept runs, in bytes (default 128 MiB): each "
+            "(run, target, loss) asked of /gradients and its maps, arrays and explanations is "
+            "computed once and kept, charged for every array it holds (each layer's output and "
+            "its gradient, the weight and bias gradients), least recently used dropped first and "
+            "recomputed on request. Each worker process keeps its own. 0 disables it."
+        ),
+    )
 
     # -- CPU work and overload -------------------------------------------------------------------
     cpu_workers: int = Field(
@@ -262,7 +273,12 @@ class Settings(BaseSettings):
         512, ge=1, description="Largest batch size a job may ask for (default 512)."
     )
     train_max_learning_rate: float = Field(
-        1.0, gt=0, description="Largest learning rate a job may ask for (default 1.0)."
+        1.0,
+        gt=0,
+        description=(
+            "Largest learning rate a training job, or one step of POST "
+            "/api/v1/runs/{run_id}/step, may ask for (default 1.0)."
+        ),
     )
     train_max_examples: int = Field(
         0,

@@ -7,7 +7,9 @@ A network is checked in this order, each step once per request: the Pydantic sch
 The result, a CheckedNetwork, holds the engine spec and the shape report, so building the
 network (`CheckedNetwork.build`) infers nothing again. Training adds its own limits, the fit to
 the data set and the memory of a batch (`check_training`); saliency and Grad-CAM check the run's
-network and the query (`saliency_target`, `cam_layer`).
+network and the query (`saliency_target`, `cam_layer`); the backward pass its loss and target
+(`gradient_target`), which gradient to explain (`gradient_selector`) and a step's size
+(`step_learning_rate`).
 
 Problems are issue dicts (app/web/validation.py) with a `fix` where one change removes them.
 """
@@ -33,6 +35,7 @@ from app.cnn import (
     infer_shapes,
 )
 from app.cnn.attribution import cam_layers, last_conv_maps
+from app.cnn.backprop import check_loss
 from app.cnn.errors import Fix
 from app.errors import (
     InvalidNetworkError,
@@ -494,3 +497,91 @@ def cam_layer(network: Network, layer: int | None) -> int:
         )
         raise InvalidRequestError(message, [issue(None, "layer", message)])
     return layer
+
+
+# -- the backward pass of a kept run -----------------------------------------------------------
+def gradient_target(
+    network: Network, last_output: np.ndarray, target: int | None, loss: str
+) -> int:
+    """The output index the loss is of: `target`, or the run's largest output when None.
+
+    last_output : the run's last layer, any shape (the target indexes it flattened). LossError
+    (422, app/web/handlers.py) for a loss that does not fit the network or a target it lacks.
+    """
+    chosen = int(np.argmax(last_output.reshape(-1))) if target is None else target
+    check_loss(network, loss, chosen)
+    return chosen
+
+
+def _refuse(field: str, message: str, suggestion: str | None = None) -> InvalidRequestError:
+    return InvalidRequestError(message, [issue(None, field, message, suggestion)])
+
+
+def weight_position(text: str | None) -> tuple[int, ...] | None:
+    """ "2,0,1,0" -> (2, 0, 1, 0); whether it fits the layer's weights is the engine's check."""
+    if text is None:
+        return None
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise _refuse(
+            "weight",
+            f"weight must be whole numbers separated by commas, got {text!r}.",
+            "Use weight=k,fy,fx,c for a conv layer's weight, weight=u,j for a dense layer's.",
+        ) from None
+
+
+def gradient_selector(
+    *,
+    yxc: tuple[int | None, int | None, int | None],
+    i: int | None,
+    weight: str | None,
+    bias: int | None,
+    check: bool,
+) -> tuple[int, ...] | None:
+    """Which one gradient an explain_gradient request asks for: 422 unless exactly one of
+    y,x,c / i / weight / bias is given, and check=true only with a weight or a bias.
+    Returns the parsed weight position (None unless weight= was given)."""
+    given = [
+        name
+        for name, present in (
+            ("y, x, c", any(v is not None for v in yxc)),
+            ("i", i is not None),
+            ("weight", weight is not None),
+            ("bias", bias is not None),
+        )
+        if present
+    ]
+    if not given:
+        raise _refuse(
+            "y",
+            "Say which gradient to explain: y=&x=&c= (a flat layer: i=) for dL/d(one output "
+            "value), weight=k,fy,fx,c (dense: weight=u,j) for dL/dW, or bias=k for dL/db.",
+        )
+    if len(given) > 1:
+        raise _refuse(
+            given[1].split(",")[0],
+            f"Ask for one gradient at a time: {' and '.join(given)} were given together.",
+            "Give y=&x=&c= (or i=), weight= or bias=, one of them.",
+        )
+    if check and weight is None and bias is None:
+        raise _refuse(
+            "check",
+            "check=true compares the gradient of one weight or bias with central differences; "
+            "it needs weight= or bias=.",
+            "Add weight=k,fy,fx,c (dense: u,j) or bias=k, or leave out check.",
+        )
+    return weight_position(weight)
+
+
+def step_learning_rate(learning_rate: float, settings: Settings) -> float:
+    """The learning rate of one step, at most train_max_learning_rate (422 beyond it); the
+    schema has already refused 0, negative and non-finite ones."""
+    most = settings.train_max_learning_rate
+    if learning_rate > most:
+        raise _refuse(
+            "learning_rate",
+            f"learning_rate {learning_rate:g} is more than this server allows ({most:g}).",
+            f"Use a learning rate above 0 and at most {most:g}, such as {min(0.01, most):g}.",
+        )
+    return learning_rate

@@ -1,5 +1,5 @@
-"""Shared dependencies of the routers: settings, the run store, the render cache, models, the
-training jobs."""
+"""Shared dependencies of the routers: settings, the run store, the render cache, the gradient
+cache, models, the training jobs."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from app.settings import Settings
 from app.storage.models import ModelCatalog
 from app.storage.runs.memory import RunStore
 from app.web.admission import AdmissionGate
+from app.web.gradient_cache import GradientCache
 from app.web.render_cache import RenderCache
 from app.web.training_jobs import TrainingJobs
 
@@ -75,6 +76,26 @@ async def run_context(request: Request) -> RunContext:
 
 
 RunContextDep = Annotated[RunContext, Depends(run_context)]
+
+
+class BackwardContext(NamedTuple):
+    """What the backward-pass routes need, as one dependency: a RunContext and the gradients."""
+
+    store: RunStore
+    cache: RenderCache
+    settings: Settings
+    gate: AdmissionGate
+    gradients: GradientCache
+
+
+async def backward_context(request: Request) -> BackwardContext:
+    state = request.app.state
+    return BackwardContext(
+        state.run_store, state.render_cache, state.settings, state.gate, state.gradient_cache
+    )
+
+
+BackwardContextDep = Annotated[BackwardContext, Depends(backward_context)]
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:

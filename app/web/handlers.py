@@ -1,10 +1,10 @@
 """Exceptions -> responses, in one place: every 4xx and 5xx body the API sends is made here.
 
 Every body is {"detail": {"message": str, ...}}; a 422 also carries "errors" (app/schemas.py
-ErrorResponse). Routes raise app.errors classes (or the engine's SpecError and ExplainError, or
-FastAPI's own validation and HTTP errors); `install_error_handlers` answers them all, the
-admission gate's 503 and the training limit's 429 with a Retry-After header. Nothing a client
-sends should reach a 500.
+ErrorResponse). Routes raise app.errors classes (or the engine's SpecError, ExplainError and
+LossError, or FastAPI's own validation and HTTP errors); `install_error_handlers` answers them
+all, the admission gate's 503 and the training limit's 429 with a Retry-After header. Nothing a
+client sends should reach a 500.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.cnn.backprop import LossError
 from app.cnn.errors import ExplainError, SpecError
 from app.errors import AppError, OverloadedError
 from app.schemas import ErrorResponse
@@ -61,8 +62,15 @@ async def _spec_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _explain_error(request: Request, exc: Exception) -> JSONResponse:
     message = str(exc)
-    first = message.split(" ", 1)[0]
-    field = first if first in ("y", "x", "c", "i") else None
+    first = message.split(" ", 1)[0].split("[", 1)[0]  # "weight[2] must be in ..." -> weight
+    field = first if first in ("y", "x", "c", "i", "weight", "bias") else None
+    return error_reply(422, {"message": message, "errors": [issue(None, field, message)]})
+
+
+async def _loss_error(request: Request, exc: Exception) -> JSONResponse:
+    """The backward pass's loss or target does not fit the run's network (422)."""
+    message = str(exc)
+    field = "target" if message.startswith("target") else "loss"
     return error_reply(422, {"message": message, "errors": [issue(None, field, message)]})
 
 
@@ -150,6 +158,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(OverloadedError, _overloaded)
     app.add_exception_handler(SpecError, _spec_error)
     app.add_exception_handler(ExplainError, _explain_error)
+    app.add_exception_handler(LossError, _loss_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -7,6 +7,8 @@ Indices 0..254 are the colour map; index 255 is the background of the gaps betwe
 Each channel is normalised on its own (min..max -> 0..254). A layer with negative values uses a
 diverging map scaled symmetrically (-m..m, m = max |v|) so that zero is always the middle colour.
 A constant channel is drawn flat: the lowest colour for 0, the middle colour otherwise.
+Gradient maps are drawn diverging with one scale for the whole layer (`same_scale`), so that
+channels can be compared.
 """
 
 from __future__ import annotations
@@ -48,20 +50,23 @@ VIRIDIS_PALETTE = _palette(_VIRIDIS)
 DIVERGING_PALETTE = _palette(_DIVERGING)
 
 
-def colour_indices(a: np.ndarray, diverging: bool) -> np.ndarray:
+def colour_indices(a: np.ndarray, diverging: bool, same_scale: bool = False) -> np.ndarray:
     """Palette indices for each channel of a, normalised per channel.
 
     a : ndarray of shape (H, W, C), any float. Returns uint8 (H, W, C) in 0..254.
+    same_scale : normalise all channels together instead (one scale for the whole layer, so
+        that channels can be compared: gradient maps).
     """
     a = np.nan_to_num(a.astype(np.float32, copy=False), nan=0.0, posinf=0.0, neginf=0.0)
     top = LEVELS - 1
+    axes = None if same_scale else (0, 1)
     if diverging:
-        m = np.abs(a).max(axis=(0, 1), keepdims=True)  # (1, 1, C)
+        m = np.abs(a).max(axis=axes, keepdims=True)  # (1, 1, C), or (1, 1, 1)
         scale = np.divide(top / 2, m, out=np.zeros_like(m), where=m > 0)
         idx = a * scale + top / 2  # zero -> the middle colour, also for an all-zero channel
     else:
-        lo = a.min(axis=(0, 1), keepdims=True)
-        hi = a.max(axis=(0, 1), keepdims=True)
+        lo = a.min(axis=axes, keepdims=True)
+        hi = a.max(axis=axes, keepdims=True)
         span = hi - lo
         scale = np.divide(top, span, out=np.zeros_like(span), where=span > 0)
         flat = np.where(lo == 0, 0.0, top / 2).astype(np.float32)  # constant channels
@@ -172,14 +177,17 @@ class LayerColours:
         return self.indices.shape[2] if self.indices.ndim == 3 else 1
 
 
-def layer_colours(a: np.ndarray, diverging: bool | None = None) -> LayerColours:
+def layer_colours(
+    a: np.ndarray, diverging: bool | None = None, same_scale: bool = False
+) -> LayerColours:
     """Colour a layer's output (H, W, C) or (n,) once. diverging : force the diverging map on
-    or off; None (the default) uses it when any value is < 0."""
+    or off; None (the default) uses it when any value is < 0. same_scale : one scale for all
+    channels (see colour_indices; a flat layer has one anyway)."""
     a = np.asarray(a)
     if a.ndim not in (1, 3):
         raise ValueError(f"layer_colours needs (H, W, C) or (n,), got shape {a.shape}")
     div = _is_diverging(a, diverging)
-    indices = flat_indices(a, div) if a.ndim == 1 else colour_indices(a, div)
+    indices = flat_indices(a, div) if a.ndim == 1 else colour_indices(a, div, same_scale)
     return LayerColours(indices, div)
 
 

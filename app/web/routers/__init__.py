@@ -9,12 +9,14 @@ from fastapi import FastAPI
 from app.web.deps import API_PREFIX
 from app.web.routers.datasets import datasets_router
 from app.web.routers.forward import forward_router
+from app.web.routers.gradients import gradients_router
 from app.web.routers.health import health_router
 from app.web.routers.kernels import kernels_router
 from app.web.routers.models import models_router
 from app.web.routers.networks import shapes_router
 from app.web.routers.runs import runs_router
 from app.web.routers.saliency import saliency_router
+from app.web.routers.step import step_router
 from app.web.routers.train import train_router
 
 API_ROUTERS = (
@@ -23,6 +25,8 @@ API_ROUTERS = (
     forward_router,
     runs_router,
     saliency_router,
+    gradients_router,
+    step_router,
     models_router,
     train_router,
     datasets_router,

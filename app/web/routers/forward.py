@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, File, Form, Request, UploadFile
@@ -26,6 +26,7 @@ from app.web.validation import file_size
 
 forward_router = APIRouter(tags=["runs"])
 TOP_K = 5  # classes listed in output.top
+Reply = TypeVar("Reply", bound=ForwardResponse)
 
 
 def _finite(v: float) -> float:
@@ -33,16 +34,20 @@ def _finite(v: float) -> float:
     return float(np.nan_to_num(v, nan=0.0, posinf=3.4e38, neginf=-3.4e38))
 
 
-def _forward(network: Network, pixels: np.ndarray) -> tuple[list[np.ndarray], list[LayerStats]]:
-    """Run the network on pixels (H, W, C) float32; each output and its min/max/mean."""
-    outputs = network.forward(pixels)
-    stats = [
+def layer_stats(outputs: list[np.ndarray]) -> list[LayerStats]:
+    """The min/max/mean of each layer's output (h, w, c) or (n,)."""
+    return [
         LayerStats(
             min=_finite(o.min()), max=_finite(o.max()), mean=_finite(o.mean(dtype=np.float64))
         )
         for o in outputs
     ]
-    return outputs, stats
+
+
+def _forward(network: Network, pixels: np.ndarray) -> tuple[list[np.ndarray], list[LayerStats]]:
+    """Run the network on pixels (H, W, C) float32; each output and its min/max/mean."""
+    outputs = network.forward(pixels)
+    return outputs, layer_stats(outputs)
 
 
 def _output(network: Network, last: np.ndarray, labels: list[str] | None, most: int):
@@ -123,21 +128,39 @@ async def forward(
         return (net, decoded, *_forward(net, decoded.pixels))
 
     net, decoded, outputs, stats = await gate.run(compute)
-    h, w, c = net.input_shape
     run = Run(new_run_id(), net, decoded.pixels, outputs, labels=labels, model=model)
     store.put(run)
+    image_info = ImageInfo(
+        format=decoded.format,
+        original_shape=list(decoded.original_size),
+        resized=decoded.resized,
+    )
+    return forward_reply(request, run, image_info, stats, settings.max_output_values)
 
+
+def forward_reply(
+    request: Request,
+    run: Run,
+    image: ImageInfo,
+    stats: list[LayerStats],
+    most: int,
+    response: type[Reply] = ForwardResponse,  # type: ignore[assignment]
+    **extra: object,
+) -> Reply:
+    """The /forward reply for a kept run (also the start of POST /runs/{id}/step's reply:
+    `response` a subclass of ForwardResponse, `extra` its own fields).
+
+    stats : layer_stats(run.outputs); most : settings.max_output_values.
+    """
+    net = run.network
+    h, w, c = net.input_shape
     base = runs_url(request, run.run_id)
-    return ForwardResponse(
+    return response(
         run_id=run.run_id,
         input_shape=[h, w, c],
         input_url=f"{base}/input.png",
-        image=ImageInfo(
-            format=decoded.format,
-            original_shape=list(decoded.original_size),
-            resized=decoded.resized,
-        ),
-        model=model,
+        image=image,
+        model=run.model,
         layers=[
             ForwardLayer(
                 index=layer.index,
@@ -152,5 +175,6 @@ async def forward(
             )
             for layer in net.layers
         ],
-        output=_output(net, outputs[-1], labels, settings.max_output_values),
+        output=_output(net, run.outputs[-1], run.labels, most),
+        **extra,
     )
