@@ -1,7 +1,7 @@
 """Every limit and knob of the server, read from CNN_EXPLORER_* environment variables.
 
-Each field's description is the documentation (the README's settings table is generated from
-these), so say what the limit protects and what a person sees when they hit it.
+Each field's description is the documentation (docs/settings.md is generated from these by
+docs/settings_table.py), so say what the limit protects and what a person sees when they hit it.
 """
 
 from __future__ import annotations
