@@ -695,3 +695,18 @@ class DatasetInfo(BaseModel):
         description="Which of the page's own sample images suits the set (a drawn digit, a "
         "generated shape), or null."
     )
+
+
+class VisualisationResponse(BaseModel):
+    """An input that excites one channel of a layer (a final softmax layer: one class)."""
+
+    layer: int = Field(description="The layer index.")
+    channel: int = Field(description="The channel (or class) whose mean (or logit) was raised.")
+    steps: int = Field(description="Gradient-ascent steps taken from the seeded noise.")
+    seed: int = Field(description="Seed of the starting noise and the jitter.")
+    objective: list[float] = Field(
+        description="The objective before each step and after the last (steps + 1 values): the "
+        "channel's mean activation, or the class's logit for a final softmax layer."
+    )
+    image_url: str = Field(description="The image as a PNG at the network's input size.")
+    array_url: str = Field(description="The image as float32 (H, W, C) .npy in [0, 1].")

@@ -280,6 +280,15 @@ class Settings(BaseSettings):
             "/api/v1/runs/{run_id}/step, may ask for (default 1.0)."
         ),
     )
+    visualise_max_steps: int = Field(
+        128,
+        ge=1,
+        description=(
+            "Most gradient-ascent steps one feature visualisation "
+            "(GET /api/v1/runs/{run_id}/layers/{i}/visualise) may ask for (default 128): each "
+            "step is a forward and a backward pass of the network, on the CPU pool."
+        ),
+    )
     train_max_examples: int = Field(
         0,
         ge=0,

@@ -585,3 +585,29 @@ def step_learning_rate(learning_rate: float, settings: Settings) -> float:
             f"Use a learning rate above 0 and at most {most:g}, such as {min(0.01, most):g}.",
         )
     return learning_rate
+
+
+# -- feature visualisation ---------------------------------------------------------------------
+def visualisation(
+    network: Network, index: int, channel: int, steps: int, settings: Settings
+) -> None:
+    """422 unless layer `index` (already found) has channel `channel` and `steps` is within the
+    server's visualise_max_steps."""
+    channels = network.layers[index].output_shape[-1]
+    if not 0 <= channel < channels:
+        what = (
+            "class" if network.ends_in_softmax and index == len(network.layers) - 1 else "channel"
+        )
+        raise _refuse(
+            "channel",
+            f"Layer {index} ({network.layers[index].type}) has {channels} channels; there is no "
+            f"{what} {channel}.",
+            f"Use channel 0..{channels - 1}.",
+        )
+    most = settings.visualise_max_steps
+    if steps > most:
+        raise _refuse(
+            "steps",
+            f"steps {steps} is more than this server allows ({most}).",
+            f"Use at most {most} steps; 64 usually shows the pattern.",
+        )

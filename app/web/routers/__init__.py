@@ -18,6 +18,7 @@ from app.web.routers.runs import runs_router
 from app.web.routers.saliency import saliency_router
 from app.web.routers.step import step_router
 from app.web.routers.train import train_router
+from app.web.routers.visualise import visualise_router
 
 API_ROUTERS = (
     health_router,
@@ -27,6 +28,7 @@ API_ROUTERS = (
     saliency_router,
     gradients_router,
     step_router,
+    visualise_router,
     models_router,
     train_router,
     datasets_router,
