@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-quick lint format bench system-test-deps clean docker-smoke train load docs
+.PHONY: help run test test-quick lint format bench bench-compare system-test-deps clean docker-smoke train load docs
 
 help:
 	@echo "make run         install runtime deps into .venv and serve http://127.0.0.1:8000"
@@ -16,6 +16,7 @@ help:
 	@echo "make test-quick  every test but the browser, fuzzing, worker-process and real-server ones (under a minute)"
 	@echo "make lint        ruff check and ruff format --check"
 	@echo "make bench       forward-pass, render and training benchmarks against PyTorch CPU (installs torch==2.13.0)"
+	@echo "make bench-compare BEFORE=rev  this tree against commit rev, round by round (explorer and training rows)"
 	@echo "make load        8 clients for 30 s of mixed requests against a real server on loopback"
 	@echo "make train       retrain the shipped models (app/model_files) from their fixed seeds"
 	@echo "make docs        regenerate docs/settings.md from app/settings.py"
@@ -86,6 +87,11 @@ docs: $(VENV)/.installed-run
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m tests.bench.run
 	$(BIN)/python -m tests.bench.bench_training
+
+# This working tree against an earlier commit, side by side: make bench-compare BEFORE=efdf03d
+bench-compare: $(VENV)/.installed-bench
+	@test -n "$(BEFORE)" || { echo "usage: make bench-compare BEFORE=<commit> [ROUNDS=5]"; exit 2; }
+	$(BIN)/python -m tests.bench.before_after --before $(BEFORE) --rounds $(or $(ROUNDS),5)
 
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff format .
