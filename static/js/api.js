@@ -109,6 +109,47 @@ export const api = {
     return json(`/runs/${encodeURIComponent(runId)}/layers/${layer}/explain?${params}`);
   },
 
+  /**
+   * GET /runs/{id}/gradients?target=&loss=: {target, label, loss, loss_value, input_grid_url,
+   * input_stats, layers: [{index, type, stats, scale, grid_url, gradient_url, ...}]}. A null
+   * target lets the server choose (the top class); the reply says which.
+   */
+  gradients: (runId, { target = null, loss = "cross_entropy" } = {}, signal = undefined) => {
+    const params = new URLSearchParams({ loss });
+    if (target !== null) params.set("target", String(target));
+    return json(`/runs/${encodeURIComponent(runId)}/gradients?${params}`, { signal });
+  },
+
+  /**
+   * GET .../layers/{i}/explain_gradient?target=&loss= and {y, x, c}, {i}, {weight: "k,fy,fx,c"}
+   * or {bias}, with {check: true} for the central difference: {value, formula, terms, rule, ...}.
+   */
+  explainGradient: (runId, layer, { target, loss }, query) => {
+    const params = new URLSearchParams({ target: String(target), loss });
+    for (const [key, value] of Object.entries(query)) params.set(key, String(value));
+    return json(`/runs/${encodeURIComponent(runId)}/layers/${layer}/explain_gradient?${params}`);
+  },
+
+  /**
+   * POST /runs/{id}/step {target, learning_rate, loss}: the /forward reply of the new run with
+   * loss_before, loss_after and previous_run_id.
+   */
+  step: (runId, body) =>
+    json(`/runs/${encodeURIComponent(runId)}/step`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    }),
+
+  /**
+   * GET .../layers/{i}/visualise?channel=&steps=&seed=: {layer, channel, steps, seed,
+   * objective: [...], image_url, array_url}, an input that excites that channel (or class).
+   */
+  visualise: (runId, layer, { channel, steps, seed }) => {
+    const params = new URLSearchParams({ channel: String(channel), steps: String(steps), seed: String(seed) });
+    return json(`/runs/${encodeURIComponent(runId)}/layers/${layer}/visualise?${params}`);
+  },
+
   /** POST /train: {job_id, status (the TrainStatus), status_url, events_url, cancel_url}. */
   train: (body) =>
     json("/train", {

@@ -9,6 +9,20 @@ export function fmt(v, digits = 3) {
   return Number(s) === 0 ? (0).toFixed(digits) : s;
 }
 
+/**
+ * v to `digits` significant figures, for gradients that live far from 1: 0.0501983 -> "0.0502",
+ * 3.6e-12 -> "3.600e-12"; 0 (and -0) -> "0"; null/NaN as an en dash.
+ */
+export function sig(v, digits = 4) {
+  if (v === null || v === undefined || Number.isNaN(Number(v))) return "–";
+  const n = Number(v);
+  if (!Number.isFinite(n)) return n > 0 ? "∞" : "−∞";
+  if (n === 0) return "0";
+  const a = Math.abs(n);
+  if (a >= 1e-3 && a < 1e5) return String(Number(n.toPrecision(digits)));
+  return n.toExponential(digits - 1);
+}
+
 /** 12345 -> "12,345". */
 export function int(n) {
   return Number(n).toLocaleString("en-US");

@@ -14,6 +14,13 @@ import { initActivations } from "./activations.js";
 import { initChannelView } from "./channel-view.js";
 import { initStepThrough } from "./step-through.js";
 import { initSaliency } from "./saliency.js";
+import { initMode, openMode } from "./mode.js";
+import { initBackward } from "./backward.js";
+import { initGradientMaps } from "./gradient-maps.js";
+import { initBackwardStep } from "./backward-step.js";
+import { initGradientCheck } from "./gradient-check.js";
+import { initSgdStep } from "./sgd-step.js";
+import { initFeatureVis } from "./feature-vis.js";
 import { initTrainForm } from "./train-form.js";
 import { initTrainProgress } from "./train-progress.js";
 import { initSavedModels } from "./saved-models.js";
@@ -81,6 +88,13 @@ async function main() {
   initChannelView();
   initStepThrough();
   initSaliency();
+  initMode();
+  initBackward();
+  initGradientMaps();
+  initBackwardStep();
+  initGradientCheck();
+  initSgdStep();
+  initFeatureVis();
   initTrainForm();
   initTrainProgress();
   initSavedModels();
@@ -112,6 +126,7 @@ async function main() {
   else applyPreset(DEFAULT_PRESET);
   if (!state.image.render) useSample(state.network.input.channels === 3 ? "shapes" : "digit");
   if (restored.step) state.step = { ...state.step, ...restored.step };
+  if (restored.mode) openMode(restored.mode);
 
   // ensureValidated, not validateNow: the edit above also queued a debounced check, which on a
   // slow network would abort this one and leave the first run waiting for nothing.

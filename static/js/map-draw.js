@@ -8,6 +8,23 @@ const NEGATIVE = [37, 99, 235];
 const ZERO = [248, 250, 252];
 const POSITIVE = [234, 88, 12];
 
+// The server's gradient PNGs (app/web/render.py): ColorBrewer RdBu reversed, blue for negative,
+// near-white for zero, red for positive; backward.css draws the same stops as the scale bar.
+const GRADIENT_STOPS = [
+  [5, 48, 97], [33, 102, 172], [67, 147, 195], [146, 197, 222], [209, 229, 240],
+  [247, 247, 247], [253, 219, 199], [244, 165, 130], [214, 96, 77], [178, 24, 43],
+  [103, 0, 31],
+]; // prettier-ignore
+
+/** Colour of gradient value v on the symmetric scale -scale..scale, as the gradient PNGs. */
+export function gradientColor(v, scale) {
+  const t = scale > 0 && Number.isFinite(v) ? Math.max(-1, Math.min(1, v / scale)) : 0;
+  const at = ((t + 1) / 2) * (GRADIENT_STOPS.length - 1);
+  const i = Math.min(GRADIENT_STOPS.length - 2, Math.floor(at));
+  const f = at - i;
+  return GRADIENT_STOPS[i].map((a, k) => Math.round(a + (GRADIENT_STOPS[i + 1][k] - a) * f));
+}
+
 /** t in [-1, 1] -> [r, g, b] on the diverging scale. */
 export function diverging(t) {
   const clamped = Math.max(-1, Math.min(1, Number.isFinite(t) ? t : 0));

@@ -7,6 +7,7 @@ import { currentSpec, emit, isModelUnchanged, on, state } from "./state.js";
 import { inputBlob } from "./image-input.js";
 import { ensureValidated } from "./validation.js";
 import { clearArrays } from "./npy.js";
+import { sampleLabel } from "./samples.js";
 
 let running = null;
 let again = false;
@@ -51,6 +52,7 @@ async function runOnce(quiet) {
   const { width: W, height: H } = state.inputCanvas;
   const pixels = state.inputCanvas.getContext("2d").getImageData(0, 0, W, H);
   const blob = await inputBlob();
+  const imageLabel = state.image.kind === "sample" ? sampleLabel(state.image.name) : null;
   let reply;
   try {
     reply = await api.forward(blob, useModel ? { model: state.model.name } : { network: spec });
@@ -66,6 +68,7 @@ async function runOnce(quiet) {
     labels: labelsFor(reply),
     inputPixels: pixels,
     modelName: useModel ? state.model.name : null,
+    imageLabel, // what the image is, when the page drew a sample of a known class
   };
   state.stale = false;
   emit("run");

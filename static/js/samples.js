@@ -1,10 +1,15 @@
 // Sample images the page paints itself, at any size (so a 7×7 network gets a crisp 7×7 picture).
 
-/** Each sample: {id, name, paint(ctx, w, h)}; paint fills the whole w×h area. */
+/**
+ * Each sample: {id, name, label?, paint(ctx, w, h)}; paint fills the whole w×h area. label is
+ * what the picture is, in the class names of the shipped models and data sets (the backward
+ * pass takes it as the true class when the network's labels include it).
+ */
 export const SAMPLES = [
   {
     id: "digit",
     name: "Digit 7",
+    label: "7",
     paint(ctx, w, h) {
       ctx.fillStyle = "#000";
       ctx.fillRect(0, 0, w, h);
@@ -24,6 +29,7 @@ export const SAMPLES = [
   {
     id: "circle",
     name: "Circle",
+    label: "circle",
     paint(ctx, w, h) {
       ctx.fillStyle = "#000";
       ctx.fillRect(0, 0, w, h);
@@ -99,4 +105,9 @@ export function paintSample(id, w, h) {
   canvas.height = h;
   sample.paint(canvas.getContext("2d"), w, h);
   return canvas;
+}
+
+/** What sample `id` shows ("7", "circle"), or null when it is no class of anything. */
+export function sampleLabel(id) {
+  return SAMPLES.find((s) => s.id === id)?.label ?? null;
 }

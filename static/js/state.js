@@ -4,7 +4,9 @@
 // replaced: the editor redraws), "shapes" (a validation reply arrived), "image" (the input image
 // changed), "run" (a forward pass finished), "step" (the step-through selection moved),
 // "models" (the shipped model list arrived), "datasets" and "kernels" (the server's data sets and
-// preset kernels arrived), "train" (the training job followed moved on, or another was taken up).
+// preset kernels arrived), "train" (the training job followed moved on, or another was taken up),
+// "mode" (Forward or Backward was opened), "gradients" (a /gradients reply for the run arrived,
+// or the target or loss changed: state.backward.gradients is null until the reply).
 
 export const state = {
   /** The network spec as the API takes it: {input: {height, width, channels}, seed, layers}. */
@@ -24,12 +26,34 @@ export const state = {
   image: { kind: "sample", name: "", render: null },
   /** Canvas at the network's input size holding exactly what the network will see. */
   inputCanvas: null,
-  /** Last /forward reply plus {network, labels, inputPixels (ImageData)}; null before a run. */
+  /**
+   * Last /forward reply (or /step reply: it adds previous_run_id, target, loss, loss_before,
+   * loss_after) plus {network, labels, inputPixels (ImageData), modelName, imageLabel (what a
+   * drawn sample shows, e.g. "7", or null)}; null before a run.
+   */
   run: null,
   /** True when the stack or the image changed after the last run. */
   stale: false,
   /** Step-through selection. pos indexes the layer's output positions (y * W + x, or i). */
   step: { layer: null, pos: 0, channel: 0, inChannel: 0, playing: false, speed: 4 },
+  /** "forward" (activations and their step-through: the first view) or "backward". */
+  mode: "forward",
+  /**
+   * The backward pass of state.run. target: the class the loss is of (null until chosen: the
+   * true class where known, else the server's top class); loss: "cross_entropy" or "score";
+   * gradients: the /gradients reply for (run, target, loss), or null while asked; step: the
+   * backward step-through selection (layer: whose output gradient; pos as in state.step);
+   * history: the losses of this run's line of gradient-descent steps [{run_id, loss}], oldest
+   * first; before: the run a step started from (its probabilities are shown beside the new).
+   */
+  backward: {
+    target: null,
+    loss: "cross_entropy",
+    gradients: null,
+    step: { layer: null, pos: 0, channel: 0, playing: false, speed: 4 },
+    history: [],
+    before: null,
+  },
   models: [],
   /** GET /datasets: what each data set's images are, its classes and sizes (empty until asked). */
   datasets: [],

@@ -1,8 +1,8 @@
-// Stage 4: step through one layer of the last run, one output value at a time, with
-// play/pause/step/back/speed controls and keyboard shortcuts. The numbers come from
-// GET .../explain; each layer kind has its own view module (step-*.js).
+// Stage 4: step through one layer of the last run, one output value at a time, with the
+// play/pause/step/back/speed controls and keyboard shortcuts of step-transport.js. The numbers
+// come from GET .../explain; each layer kind has its own view module (step-*.js).
 
-import { $, el, sleep } from "./dom.js";
+import { $, el } from "./dom.js";
 import { api } from "./api.js";
 import { emit, on, state } from "./state.js";
 import { shapeText } from "./format.js";
@@ -14,6 +14,7 @@ import { poolView, globalPoolView } from "./step-pool.js";
 import { flattenView } from "./step-flatten.js";
 import { denseView } from "./step-dense.js";
 import { reluView } from "./step-relu.js";
+import { createTransport } from "./step-transport.js";
 
 const VIEWS = {
   conv: convView,
@@ -30,6 +31,7 @@ const explainCache = new Map();
 let view = null; // {module, ctx, mounted: {update}}
 let mountToken = 0;
 let stepToken = 0;
+let controls = null; // the transport: play/step/keys (step-transport.js)
 
 function explainFor(ctx, pos) {
   const query = view.module.query(ctx, pos);
@@ -86,31 +88,12 @@ function fillSelect(selectNode, count, labelFor, value) {
   }
 }
 
-function updateControls() {
-  const n = positionCount();
-  const pos = state.step.pos;
-  const range = $("#step-pos");
-  range.max = String(Math.max(0, n - 1));
-  range.value = String(pos);
-  range.setAttribute("aria-valuetext", `Position ${pos + 1} of ${n}`);
-  $("#step-back").disabled = pos <= 0;
-  $("#step-first").disabled = pos <= 0;
-  $("#step-next").disabled = pos >= n - 1;
-  $("#step-last").disabled = pos >= n - 1;
-  const play = $("#step-play");
-  play.setAttribute("aria-pressed", String(state.step.playing));
-  play.querySelector(".label").textContent = state.step.playing ? "Pause" : "Play";
-  play.querySelector(".icon").textContent = state.step.playing ? "❚❚" : "▶";
-  const where = view ? view.module.describe(view.ctx, pos) : "";
-  $("#step-position").textContent = `Position ${pos + 1} of ${n}${where ? ` · ${where}` : ""}`;
-}
-
 /** Move to position pos of the current layer and show how that output value was computed. */
 export async function goTo(pos) {
   if (!view) return;
   const n = positionCount();
   state.step.pos = Math.max(0, Math.min(n - 1, pos));
-  updateControls();
+  controls.update();
   emit("step");
   const mine = ++stepToken;
   const current = view;
@@ -135,29 +118,11 @@ export async function goTo(pos) {
 }
 
 function pause() {
-  state.step.playing = false;
-  updateControls();
-}
-
-async function play() {
-  if (!view) return;
-  if (state.step.pos >= positionCount() - 1) await goTo(0);
-  state.step.playing = true;
-  updateControls();
-  while (state.step.playing) {
-    await sleep(1000 / state.step.speed);
-    if (!state.step.playing) break;
-    if (state.step.pos >= positionCount() - 1) {
-      pause();
-      break;
-    }
-    await goTo(state.step.pos + 1);
-  }
+  controls.pause();
 }
 
 export function togglePlay() {
-  if (state.step.playing) pause();
-  else play();
+  controls.togglePlay();
 }
 
 /** Mount the view for state.step.layer (after a run, or a layer/channel change). */
@@ -247,38 +212,6 @@ function onRun() {
   selectLayer(firstConv >= 0 ? firstConv : 0);
 }
 
-function isTyping(target) {
-  return Boolean(target.closest?.("input, select, textarea, [contenteditable], dialog"));
-}
-
-function onKey(event) {
-  if (!view || event.altKey || event.ctrlKey || event.metaKey) return;
-  const panel = $("#stage-step");
-  const target = event.target;
-  const inPanel = panel.contains(target);
-  if (isTyping(target) || (!inPanel && target !== document.body)) return;
-  if (event.key === " " || event.key === "Spacebar") {
-    // On a button or link Space keeps its usual meaning (press that control).
-    if (target.closest?.("button, a, summary")) return;
-    event.preventDefault();
-    togglePlay();
-  } else if (event.key === "ArrowRight" || event.key === "ArrowDown") {
-    event.preventDefault();
-    pause();
-    goTo(state.step.pos + 1);
-  } else if (event.key === "ArrowLeft" || event.key === "ArrowUp") {
-    event.preventDefault();
-    pause();
-    goTo(state.step.pos - 1);
-  } else if (event.key === "Home") {
-    event.preventDefault();
-    goTo(0);
-  } else if (event.key === "End") {
-    event.preventDefault();
-    goTo(positionCount() - 1);
-  }
-}
-
 export function initStepThrough() {
   $("#step-layer").addEventListener("change", (event) => selectLayer(Number(event.target.value)));
   $("#step-channel").addEventListener("change", (event) => {
@@ -289,30 +222,14 @@ export function initStepThrough() {
     state.step.inChannel = Number(event.target.value);
     mount();
   });
-  $("#step-first").addEventListener("click", () => goTo(0));
-  $("#step-back").addEventListener("click", () => {
-    pause();
-    goTo(state.step.pos - 1);
+  controls = createTransport({
+    prefix: "step",
+    panel: $("#stage-step"),
+    selection: () => state.step,
+    count: positionCount,
+    goTo,
+    describe: (pos) => (view ? view.module.describe(view.ctx, pos) : ""),
   });
-  $("#step-play").addEventListener("click", togglePlay);
-  $("#step-next").addEventListener("click", () => {
-    pause();
-    goTo(state.step.pos + 1);
-  });
-  $("#step-last").addEventListener("click", () => goTo(positionCount() - 1));
-  $("#step-pos").addEventListener("input", (event) => {
-    const pos = Number(event.target.value); // read before pause() redraws the controls
-    pause();
-    goTo(pos);
-  });
-  const speed = $("#step-speed");
-  const showSpeed = () => {
-    state.step.speed = Number(speed.value);
-    $("#step-speed-out").textContent = `${speed.value}/s`;
-  };
-  speed.addEventListener("input", showSpeed);
-  showSpeed();
-  document.addEventListener("keydown", onKey);
   on("run", onRun);
   on("step-select", ({ layer }) => selectLayer(layer));
 }

@@ -1,5 +1,6 @@
 // The training charts: loss per batch (with the test loss per epoch) and accuracy per epoch, drawn
-// on a <canvas> over the job's steps. Colours come from the canvas's CSS custom properties.
+// on a <canvas> over the job's steps, and the loss of the Backward mode's single steps. Colours
+// come from the canvas's CSS custom properties.
 
 import { fmt } from "./format.js";
 
@@ -33,16 +34,16 @@ function prepare(canvas) {
   return { ctx, w, h };
 }
 
-/** Axes with y ticks; returns (x, y) mapping step and value to pixels. */
-function frame(ctx, w, h, c, { steps, top, ticks, label }) {
+/** Axes with y ticks from bottom (default 0) to top; returns (x, y) mapping step and value to pixels. */
+function frame(ctx, w, h, c, { steps, top, bottom = 0, ticks, label }) {
   const x = (step) => PAD.left + (step / Math.max(1, steps)) * (w - PAD.left - PAD.right);
-  const y = (v) => h - PAD.bottom - (v / top) * (h - PAD.top - PAD.bottom);
+  const y = (v) => h - PAD.bottom - ((v - bottom) / (top - bottom)) * (h - PAD.top - PAD.bottom);
   ctx.font = c.font;
   ctx.lineWidth = 1;
   ctx.textBaseline = "middle";
   ctx.textAlign = "right";
   for (let i = 0; i <= ticks; i += 1) {
-    const v = (top * i) / ticks;
+    const v = bottom + ((top - bottom) * i) / ticks;
     ctx.strokeStyle = c.grid;
     ctx.beginPath();
     ctx.moveTo(PAD.left, Math.round(y(v)) + 0.5);
@@ -147,4 +148,30 @@ export function drawAccuracy(canvas, status) {
       ? `Accuracy after ${last.epoch} epochs: train ${Math.round(last.accuracy * 100)}%, test ${last.test_accuracy === null ? "–" : Math.round(last.test_accuracy * 100)}%`
       : "Accuracy: no epoch finished yet",
   );
+}
+
+/**
+ * One value per step as a line with a dot per value, values[0] at step 0 (the Backward mode's
+ * loss per gradient-descent step, a feature visualisation's objective per ascent step). The y
+ * axis starts at 0, or below it for negative values. waiting: the words while there are fewer
+ * than two values; describe(values): the canvas's accessible name once there are.
+ */
+export function drawSeries(canvas, values, { waiting: note = "", describe = () => "" } = {}) {
+  const c = colours(canvas);
+  const { ctx, w, h } = prepare(canvas);
+  const hi = Math.max(0, ...values);
+  const lo = Math.min(0, ...values);
+  const pad = Math.max(1e-6, hi - lo) * 0.05;
+  const top = hi + pad;
+  const bottom = lo < 0 ? lo - pad : 0;
+  const decimals = Math.min(6, Math.max(2, 1 - Math.floor(Math.log10((top - bottom) / 4))));
+  const steps = Math.max(1, values.length - 1);
+  const label = values.length ? (v) => fmt(v, decimals) : () => "";
+  const { x, y } = frame(ctx, w, h, c, { steps, top, bottom, ticks: 4, label });
+  const points = values.map((v, i) => [x(i), y(v)]);
+  line(ctx, points, c.batch, 1.5);
+  if (points.length <= 40) dots(ctx, points, c.batch);
+  if (values.length < 2) waiting(ctx, w, h, c, note);
+  canvas.dataset.points = String(values.length);
+  if (values.length > 1) canvas.setAttribute("aria-label", describe(values));
 }

@@ -1,5 +1,5 @@
 // The page state in the URL hash, so a stack can be shared as a link and comes back on reload:
-// #net=<spec JSON>&model=<name>&layer=<i>&pos=<p>&c=<channel>&ic=<input channel>.
+// #net=<spec JSON>&model=<name>&layer=<i>&pos=<p>&c=<channel>&ic=<input channel>&mode=backward.
 // The image is not included. Given weights larger than 512 numbers are left out of the link
 // (a shipped model is named instead).
 
@@ -31,10 +31,11 @@ export function encodeState() {
     params.set("c", String(state.step.channel));
     params.set("ic", String(state.step.inChannel));
   }
+  if (state.mode === "backward") params.set("mode", "backward");
   return `#${params}`;
 }
 
-/** Parse location.hash -> {network, model, step} (each may be null); bad input gives nulls. */
+/** Parse location.hash -> {network, model, step, mode} (each may be null); bad input gives nulls. */
 export function decodeHash(hash = window.location.hash) {
   const params = new URLSearchParams(hash.replace(/^#/, ""));
   let network = null;
@@ -54,6 +55,7 @@ export function decodeHash(hash = window.location.hash) {
   return {
     network,
     model: params.get("model"),
+    mode: params.get("mode") === "backward" ? "backward" : null,
     step:
       layer === null
         ? null
@@ -79,4 +81,5 @@ export function initUrlState() {
   on("network", writeSoon);
   on("step", writeSoon);
   on("run", writeSoon);
+  on("mode", writeSoon);
 }
