@@ -167,8 +167,11 @@ class Settings(BaseSettings):
         description=(
             "Space for kept runs, in bytes (default 512 MiB): the input image plus every "
             "layer's output; in the disk and Redis stores also each network's weights, stored "
-            "once for all its runs. When full, the least recently used runs are dropped first; "
-            "their URLs then answer 404."
+            "once for all its runs; and the gradients of each (run, target, loss) asked of the "
+            "backward pass (/gradients, its maps, arrays and explanations, /step), computed once "
+            "and kept with their run. When full, the least recently used runs are dropped first, "
+            "with their gradients; their URLs then answer 404. A run's gradients that do not fit "
+            "beside it are not kept but computed for each request."
         ),
     )
     run_ttl_seconds: float = Field(
@@ -186,17 +189,6 @@ class Settings(BaseSettings):
             "Memory for rendered PNGs of layers and channels, and each layer's colour indices "
             "(one byte a value), in bytes (default 64 MiB); least recently used entries are "
             "dropped first and re-rendered on request. 0 disables it."
-        ),
-    )
-    gradient_cache_max_bytes: int = Field(
-        128 * MB,
-        ge=0,
-        description=(
-            "Memory for the backward passes of kept runs, in bytes (default 128 MiB): each "
-            "(run, target, loss) asked of /gradients and its maps, arrays and explanations is "
-            "computed once and kept, charged for every array it holds (each layer's output and "
-            "its gradient, the weight and bias gradients), least recently used dropped first and "
-            "recomputed on request. Each worker process keeps its own. 0 disables it."
         ),
     )
 

@@ -1,20 +1,24 @@
 """The backward pass through the API (API.md "Backward pass"): every gradient array against central
 differences of the slow loop references in float64, the explanations adding up to the arrays'
-values, the gradient check, one SGD step lowering the loss, the diverging PNGs, every refusal in
-words, and /openapi.json describing it all."""
+values, the gradient check, one SGD step lowering the loss, the diverging PNGs, gradients computed
+once and kept with their run in the run store (shared by workers), every refusal in words, and
+/openapi.json describing it all."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 import json
+import logging
+import os
 from urllib.parse import urlencode
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from app.cnn import ConvSpec, DenseSpec, NetworkSpec, build_network
+from app.cnn import ConvSpec, DenseSpec, NetworkSpec, backprop, build_network
 from app.cnn.spec import FlattenSpec, GlobalPoolSpec, InputSpec, PoolSpec, ReluSpec
 from app.storage.model_files import spec_to_dict
 from app.web import render
@@ -369,43 +373,134 @@ async def test_gradient_maps_are_diverging_with_zero_in_the_middle_and_one_scale
     ).content
 
 
-# -- computed once, bounded ---------------------------------------------------------------------
-async def test_gradients_are_computed_once_per_run_target_and_loss(app, client) -> None:
+# -- computed once, kept with the run -------------------------------------------------------------
+@pytest.fixture
+def computed(monkeypatch) -> list[tuple[int, str]]:
+    """(target, loss) of every backward pass the server computes (app.cnn.backprop.gradients,
+    counted as it is called)."""
+    calls: list[tuple[int, str]] = []
+    real = backprop.gradients
+
+    def counted(network, image, target, loss):
+        calls.append((target, loss))
+        return real(network, image, target, loss)
+
+    monkeypatch.setattr(backprop, "gradients", counted)
+    return calls
+
+
+def example_urls(run: dict, target: int = 1) -> list[str]:
+    """Every gradient URL of a run of the worked example, for one target."""
+    base, query = f"{API}/runs/{run['run_id']}", f"?target={target}"
+    urls = [f"{base}/gradients{query}", f"{base}/input_gradient.npy{query}"]
+    urls += [f"{base}/layers/{i}/gradient.png{query}" for i in range(4)]
+    urls += [f"{base}/layers/{i}/gradient.npy{query}" for i in range(4)]
+    urls += [f"{base}/layers/0/weight_gradient.npy{query}"]
+    urls += [f"{base}/layers/3/explain_gradient{query}&i=2"]
+    return urls
+
+
+async def test_gradients_are_computed_once_per_run_target_and_loss(app, client, computed) -> None:
     run = await forward(client, WORKED_EXAMPLE, encode(random_pixels(32, 32, 3, seed=5)))
     base = f"{API}/runs/{run['run_id']}"
-    cache = app.state.gradient_cache
-    urls = [f"{base}/gradients?target=1", f"{base}/input_gradient.npy?target=1"]
-    urls += [f"{base}/layers/{i}/gradient.png?target=1" for i in range(4)]
-    urls += [f"{base}/layers/{i}/gradient.npy?target=1" for i in range(4)]
-    urls += [f"{base}/layers/0/weight_gradient.npy?target=1"]
-    urls += [f"{base}/layers/3/explain_gradient?target=1&i=2"]
+    urls = example_urls(run)
     replies = await asyncio.gather(*(client.get(url) for url in urls))  # all at once
     assert [r.status_code for r in replies] == [200] * len(urls)
-    assert cache.computed == 1
+    assert computed == [(1, "cross_entropy")]
     await client.get(f"{base}/gradients?target=1&loss=score")
     await client.get(f"{base}/gradients?target=2")
     await client.get(f"{base}/gradients?target=1")
-    assert cache.computed == 3 and len(cache) == 3
-    assert 0 < cache.nbytes <= cache.max_bytes
+    assert computed == [(1, "cross_entropy"), (1, "score"), (2, "cross_entropy")]
+    store = app.state.run_store  # where they are kept: with the run
+    for target, loss in computed:
+        assert store.get_gradients(run["run_id"], target, loss) is not None
+    assert 0 < store.nbytes <= app.state.settings.run_store_max_bytes
 
 
-async def test_the_kept_gradients_stay_within_their_bytes(make_app) -> None:
-    app = make_app(gradient_cache_max_bytes=300_000)  # about two runs' worth of the example
+async def test_the_kept_gradients_stay_within_the_run_stores_bytes(make_app, computed) -> None:
+    pngs = [encode(random_pixels(32, 32, 3, seed=s)) for s in range(4)]
+    async with client_for(measure := make_app()) as client:
+        first = await forward(client, WORKED_EXAMPLE, pngs[0])
+        run_only = measure.state.run_store.nbytes
+        assert (await client.get(f"{API}/runs/{first['run_id']}/gradients")).status_code == 200
+        with_gradients = measure.state.run_store.nbytes
+    room = 2 * with_gradients + run_only // 2  # two runs with their gradients, not three
+    app = make_app(run_store_max_bytes=room)
+    store = app.state.run_store
     async with client_for(app) as client:
-        runs = [
-            await forward(client, WORKED_EXAMPLE, encode(random_pixels(32, 32, 3, seed=s)))
-            for s in range(4)
-        ]
-        for run in runs:
+        runs = []
+        for png in pngs:  # as the page does: a run, then its backward pass
+            runs.append(run := await forward(client, WORKED_EXAMPLE, png))
             r = await client.get(f"{API}/runs/{run['run_id']}/gradients")
             assert r.status_code == 200
-            assert app.state.gradient_cache.nbytes <= 300_000
-        assert 1 <= len(app.state.gradient_cache) < 4
-    async with client_for(make_app(gradient_cache_max_bytes=0)) as client:
-        run = await forward(client, WORKED_EXAMPLE, encode(random_pixels(32, 32, 3, seed=9)))
-        r = await client.get(f"{API}/runs/{run['run_id']}/layers/0/gradient.npy")
-        assert r.status_code == 200  # computed for the request, not kept
-        assert len(client._transport.app.state.gradient_cache) == 0  # type: ignore[attr-defined]
+            assert store.nbytes <= room
+        assert len(store) == 2  # the first runs went, their gradients with them
+        for run in runs[:2]:
+            assert (await client.get(f"{API}/runs/{run['run_id']}/gradients")).status_code == 404
+        for run in runs[2:]:
+            top = run["output"]["top"][0]["index"]
+            assert store.get_gradients(run["run_id"], top, "cross_entropy") is not None
+    assert len(computed) == 1 + 4
+
+    # Gradients bigger than the whole store: never kept, computed for each request.
+    app = make_app(run_store_max_bytes=with_gradients - run_only - 1)
+    async with client_for(app) as client:
+        run = await forward(client, WORKED_EXAMPLE, pngs[0])
+        for _ in range(2):
+            r = await client.get(f"{API}/runs/{run['run_id']}/layers/0/gradient.npy")
+            assert r.status_code == 200
+    assert len(computed) == 5 + 2
+    assert app.state.run_store.nbytes == run_only
+
+
+async def test_gradients_computed_by_one_worker_are_served_by_another(make_app, computed) -> None:
+    """Two apps over one data dir, as two worker processes of one machine with the disk store:
+    what one computes, the other serves without computing again, byte for byte."""
+    one, other = make_app(run_store="disk"), make_app(run_store="disk")
+    async with client_for(one) as first, client_for(other) as second:
+        run = await forward(first, WORKED_EXAMPLE, encode(random_pixels(32, 32, 3, seed=14)))
+        urls = example_urls(run)
+        mine = [await first.get(url) for url in urls]
+        assert computed == [(1, "cross_entropy")]
+        theirs = [await second.get(url) for url in urls]
+        assert computed == [(1, "cross_entropy")]
+        for url, a, b in zip(urls, mine, theirs, strict=True):
+            assert a.status_code == b.status_code == 200, (url, b.text)
+            assert a.content == b.content, url
+        # a step's new run comes with its gradients, for every worker
+        body = {"target": 1, "learning_rate": 0.01}  # the gradients before: the kept ones
+        r = await first.post(f"{API}/runs/{run['run_id']}/step", json=body)
+        assert r.status_code == 200, r.text
+        step = r.json()
+        assert len(computed) == 2  # the new run's backward pass, once
+        query = f"?target={step['target']}&loss={step['loss']}"
+        r = await second.get(f"{API}/runs/{step['run_id']}/gradients{query}")
+        assert r.status_code == 200 and r.json()["loss_value"] == step["loss_after"]
+        assert len(computed) == 2
+
+
+async def test_a_store_that_cannot_keep_gradients_still_answers_with_them(
+    make_app, computed, monkeypatch, caplog
+) -> None:
+    app = make_app(run_store="disk")
+    replace = os.replace
+
+    def full(source, target):  # the disk is full when the gradients are moved into place
+        if str(target).endswith(".grad"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        replace(source, target)
+
+    monkeypatch.setattr(os, "replace", full)
+    async with client_for(app) as client:
+        run = await forward(client, WORKED_EXAMPLE, encode(random_pixels(32, 32, 3, seed=15)))
+        url = f"{API}/runs/{run['run_id']}/layers/0/gradient.npy?target=3"
+        with caplog.at_level(logging.WARNING, logger="cnn_explorer"):
+            answers = [await client.get(url) for _ in range(2)]
+    assert [r.status_code for r in answers] == [200, 200]
+    assert answers[0].content == answers[1].content
+    assert computed == [(3, "cross_entropy")] * 2  # not kept, so worked out again
+    assert f"gradients of run {run['run_id']} not kept" in caplog.text
+    assert "No space left on device" in caplog.text
 
 
 # -- refusals, in words ---------------------------------------------------------------------------

@@ -5,8 +5,11 @@ and the API's run endpoints against every store."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
 import io
 import json
+import logging
 import multiprocessing
 import os
 import time
@@ -27,22 +30,26 @@ from app.cnn import (
     NetworkSpec,
     PoolSpec,
     ReluSpec,
+    backprop,
     build_network,
     explain,
 )
+from app.cnn.backprop import Gradients
 from app.errors import RunNotFoundError, RunTooLargeError
 from app.settings import Settings
-from app.storage.runs import DiskRunStore, open_run_store, resolve_run_store
+from app.storage.runs import DiskRunStore, disk, open_run_store, resolve_run_store
 from app.storage.runs.blobs import (
     BlobError,
     NetworkKeys,
     RecentRuns,
+    decode_gradients,
     decode_network,
     decode_run,
+    encode_gradients,
     encode_network,
     encode_run,
 )
-from app.storage.runs.memory import MemoryRunStore, Run, RunStore
+from app.storage.runs.memory import MemoryRunStore, Run, RunStore, gradients_nbytes
 from app.storage.runs.redis_store import RedisRunStore, RunStoreUnavailableError
 from app.web.main import create_app
 from tests.conftest import WORKED_EXAMPLE, client_for
@@ -51,6 +58,7 @@ from tests.test_runs import FakeClock
 
 API = "/api/v1"
 SHARED = ["disk", "redis"]
+EVERY = ["memory", *SHARED]
 
 # 4x4 grey -> conv 2 (seeded 3x3) -> relu -> maxpool 2 -> flatten -> dense 3 softmax.
 NETWORK = build_network(
@@ -84,6 +92,43 @@ def room_for(runs: int) -> int:
     """A max_bytes that holds the network and `runs` runs, not one more."""
     network, run = stored_sizes()
     return network + runs * run + run // 2
+
+
+def gradients_of(run: Run, target: int = 1, loss: str = "cross_entropy") -> Gradients:
+    """The engine's backward pass of a run."""
+    return backprop.gradients(run.network, run.input, target, loss)
+
+
+def charged(kind: str, runs: list[Run], grads: list[tuple[Run, Gradients]]) -> int:
+    """The bytes a store of `kind` charges for these runs of NETWORK and gradient sets: in
+    memory each Run's and Gradients' arrays, in a shared store their blobs and one network's."""
+    if kind == "memory":
+        return sum(r.nbytes for r in runs) + sum(gradients_nbytes(g, r) for r, g in grads)
+    network, run = stored_sizes()
+    return network + run * len(runs) + sum(encode_gradients(g).nbytes for _, g in grads)
+
+
+def gradient_files(tmp_path: Path) -> list[str]:
+    """The names of the gradient files of the disk store under tmp_path/runs."""
+    return sorted(p.name for p in (tmp_path / "runs" / "gradients").iterdir())
+
+
+def assert_same_gradients(got: Gradients | None, want: Gradients) -> None:
+    """Every array bit for bit (dtype, shape and bytes), and the same layers without one."""
+    assert got is not None
+    assert (got.target, got.loss, got.loss_value) == (want.target, want.loss, want.loss_value)
+    for field in dataclasses.fields(Gradients):
+        mine, theirs = getattr(got, field.name), getattr(want, field.name)
+        if isinstance(theirs, np.ndarray):
+            mine, theirs = [mine], [theirs]
+        elif not isinstance(theirs, list):
+            continue
+        assert len(mine) == len(theirs), field.name
+        for a, b in zip(mine, theirs, strict=True):
+            assert (a is None) == (b is None), field.name
+            if b is not None:
+                assert (a.dtype, a.shape) == (b.dtype, b.shape), field.name
+                assert a.tobytes() == b.tobytes(), field.name
 
 
 @pytest.fixture
@@ -166,6 +211,22 @@ def test_equal_networks_have_one_key_and_different_weights_another():
     again = build_network(NETWORK.spec)  # same spec, same seed: same weights
     other = build_network(NetworkSpec(NETWORK.spec.input, NETWORK.spec.layers, seed=6))
     assert keys.encode(NETWORK)[0] == keys.encode(again)[0] != keys.encode(other)[0]
+
+
+def test_a_gradients_blob_gives_back_every_array_bit_for_bit_and_each_buffer_once():
+    grads = gradients_of(make_run("r1"), target=2)
+    blob = encode_gradients(grads)
+    back = decode_gradients(blob.to_bytes())
+    assert_same_gradients(back, grads)
+    assert not back.input_grad.flags.writeable and back.input_grad.base is not None
+    # a linear layer's dL/dz is its dL/dy: one array when kept, and one when read back
+    assert grads.pre_activation_grads[0] is grads.output_grads[0]
+    assert back.pre_activation_grads[0] is back.output_grads[0]
+    copies = [None if a is None else a.copy() for a in grads.pre_activation_grads]
+    unshared = dataclasses.replace(grads, pre_activation_grads=copies)
+    assert blob.nbytes < encode_gradients(unshared).nbytes
+    with pytest.raises(BlobError):
+        decode_gradients(blob.to_bytes()[:-64])
 
 
 @pytest.mark.parametrize("cut", [0, 7, 20, -1])
@@ -341,6 +402,202 @@ def test_redis_that_does_not_answer_is_a_503_without_the_password():
             call()
         assert e.value.status_code == 503
         assert f"127.0.0.1:{port}/0" in e.value.message and "hunter2" not in e.value.message
+    store.close()
+
+
+# -- gradients, kept with their run -----------------------------------------------------------
+@pytest.mark.parametrize("kind", EVERY)
+def test_gradients_put_by_one_process_come_back_bit_for_bit_in_another(make_store, kind):
+    writer = make_store(kind)
+    reader = writer if kind == "memory" else make_store(kind)  # another worker's store
+    run = make_run("r1")
+    writer.put(run)
+    sets = [gradients_of(run, 1, "cross_entropy"), gradients_of(run, 2, "cross_entropy")]
+    sets.append(gradients_of(run, 0, "score"))
+    assert writer.put_gradients("r1", sets[0]) and writer.put_gradients("r1", sets[2])
+    assert reader.put_gradients("r1", sets[1])  # and the other way round
+    for grads in sets:
+        for store in (reader, writer):
+            assert_same_gradients(store.get_gradients("r1", grads.target, grads.loss), grads)
+    assert reader.get_gradients("r1", 0, "cross_entropy") is None  # never put
+    assert reader.get_gradients("r2", 1, "cross_entropy") is None  # no such run
+    assert reader.get_gradients("../etc", 1, "cross_entropy") is None
+    assert writer.nbytes == charged(kind, [run], [(run, g) for g in sets])
+    assert writer.put_gradients("r1", sets[0])  # again: replaced, not counted twice
+    assert writer.nbytes == charged(kind, [run], [(run, g) for g in sets]) and len(reader) == 1
+
+
+@pytest.mark.parametrize("kind", EVERY)
+def test_gradients_count_towards_the_bytes_and_go_with_their_run(make_store, kind, tmp_path):
+    runs = {r: make_run(r, seed=i) for i, r in enumerate(("r1", "r2", "r3"))}
+    grads = {r: gradients_of(run) for r, run in runs.items()}
+    r1, r2, r3 = runs.values()
+    # r1 with its gradients and r2, and less than one more run or gradient set (>= 648 bytes)
+    room = charged(kind, [r1, r2], [(r1, grads["r1"])]) + 100
+    store = make_store(kind, max_bytes=room)
+    store.put(r1)
+    assert store.put_gradients("r1", grads["r1"])
+    store.put(r2)
+    assert store.get_gradients("r1", 1, "cross_entropy") is not None  # a use of r1: r2 is older
+    store.put(r3)  # no room: r2 goes
+    with pytest.raises(RunNotFoundError):
+        store.get("r2")
+    assert store.nbytes == charged(kind, [r1, r3], [(r1, grads["r1"])])
+    assert store.put_gradients("r3", grads["r3"])  # no room: r1 goes, with its gradients
+    with pytest.raises(RunNotFoundError):
+        store.get("r1")
+    assert store.get_gradients("r1", 1, "cross_entropy") is None
+    assert_same_gradients(store.get_gradients("r3", 1, "cross_entropy"), grads["r3"])
+    assert not store.put_gradients("r1", grads["r1"])  # a run that is gone keeps none
+    assert store.nbytes == charged(kind, [r3], [(r3, grads["r3"])]) <= room  # no orphan bytes
+    assert len(store) == 1
+    if kind == "disk":
+        assert gradient_files(tmp_path) == ["r3.1.cross_entropy.grad"]
+
+
+@pytest.mark.parametrize("kind", EVERY)
+def test_deleting_or_replacing_a_run_drops_its_gradients(make_store, kind, tmp_path):
+    store = make_store(kind)
+    run = make_run("r1")
+    store.put(run)
+    assert store.put_gradients("r1", gradients_of(run))
+    store.delete("r1")
+    assert store.get_gradients("r1", 1, "cross_entropy") is None
+    assert store.nbytes == charged(kind, [], [])  # a shared store keeps the network a while
+    store.put(run)
+    assert store.get_gradients("r1", 1, "cross_entropy") is None  # not back with the run
+    assert store.put_gradients("r1", gradients_of(run))
+    other = make_run("r1", seed=9)
+    store.put(other)  # the same id again: the gradients were of the run it replaces
+    assert store.get_gradients("r1", 1, "cross_entropy") is None
+    assert store.nbytes == charged(kind, [other], [])
+    if kind == "disk":
+        assert gradient_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("kind", ["memory", "disk"])
+def test_gradients_are_a_use_of_their_run_and_expire_with_it(make_store, kind, tmp_path):
+    clock = FakeClock()
+    store = make_store(kind, ttl_seconds=60, clock=clock)
+    run = make_run("r1")
+    store.put(run)
+    assert store.put_gradients("r1", gradients_of(run))
+    store.put(make_run("r2"))
+    clock.now += 50
+    assert store.get_gradients("r1", 1, "cross_entropy") is not None  # renews r1
+    clock.now += 30
+    assert store.get("r1").run_id == "r1"
+    with pytest.raises(RunNotFoundError):
+        store.get("r2")
+    clock.now += 61
+    assert store.get_gradients("r1", 1, "cross_entropy") is None
+    with pytest.raises(RunNotFoundError):
+        store.get("r1")
+    three = make_run("r3")
+    store.put(three)
+    assert store.nbytes == charged(kind, [three], []) and len(store) == 1
+    if kind == "disk":
+        assert gradient_files(tmp_path) == []
+
+
+def test_redis_gradients_are_a_use_of_their_run_and_expire_with_it(make_store, redis_client):
+    store = make_store("redis", ttl_seconds=1.0)
+    run = make_run("r1")
+    store.put(run)
+    assert store.put_gradients("r1", gradients_of(run))
+    time.sleep(0.6)
+    assert store.get_gradients("r1", 1, "cross_entropy") is not None  # renews r1
+    time.sleep(0.6)
+    assert store.get("r1").run_id == "r1"  # would have gone at about +1.0
+    time.sleep(1.2)
+    assert store.get_gradients("r1", 1, "cross_entropy") is None
+    assert len(store) == 0 and store.nbytes == 0
+    assert not [k for k in redis_client.keys("*") if b":run:" in k or b":net:" in k]
+
+
+@pytest.mark.parametrize("kind", EVERY)
+def test_gradients_bigger_than_the_whole_store_are_not_kept(make_store, kind):
+    run = make_run("r1")
+    grads = gradients_of(run)
+    size = charged(kind, [], [(run, grads)]) - charged(kind, [], [])
+    assert charged(kind, [run], []) < size  # the run fits where its gradients never could
+    store = make_store(kind, max_bytes=size - 1)
+    store.put(run)
+    assert not store.put_gradients("r1", grads)
+    assert store.get_gradients("r1", 1, "cross_entropy") is None
+    assert store.get("r1").run_id == "r1" and store.nbytes == charged(kind, [run], [])
+
+
+@pytest.mark.parametrize("kind", EVERY)
+def test_gradients_that_do_not_fit_beside_their_run_drop_nothing(make_store, kind):
+    one, two = make_run("r1"), make_run("r2", seed=1)
+    grads = gradients_of(two)
+    store = make_store(kind, max_bytes=charged(kind, [two], [(two, grads)]) - 1)
+    store.put(one)
+    store.put(two)
+    assert not store.put_gradients("r2", grads)  # only dropping r2 itself would make room
+    assert [store.get(r).run_id for r in ("r1", "r2")] == ["r1", "r2"]
+    assert store.nbytes == charged(kind, [one, two], [])
+
+
+@pytest.mark.parametrize("kind", SHARED)
+def test_gradients_of_a_run_another_process_dropped_are_gone_here_too(make_store, kind):
+    here, there = make_store(kind), make_store(kind)
+    run = make_run("r1")
+    here.put(run)
+    assert here.put_gradients("r1", gradients_of(run))
+    assert there.get_gradients("r1", 1, "cross_entropy") is not None  # read, and decoded there
+    here.delete("r1")
+    assert there.get_gradients("r1", 1, "cross_entropy") is None
+
+
+def test_a_full_disk_keeps_no_gradients_and_says_why(make_store, tmp_path, monkeypatch, caplog):
+    store = make_store("disk")
+    run = make_run("r1")
+    store.put(run)
+    replace = os.replace
+
+    def full(source, target):
+        if str(target).endswith(".grad"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        replace(source, target)
+
+    monkeypatch.setattr(disk.os, "replace", full)
+    with caplog.at_level(logging.WARNING, logger="cnn_explorer"):
+        assert not store.put_gradients("r1", gradients_of(run))
+    assert "gradients of run r1 not kept" in caplog.text and "No space left" in caplog.text
+    assert store.get_gradients("r1", 1, "cross_entropy") is None
+    assert gradient_files(tmp_path) == [] and list((tmp_path / "runs" / "tmp").iterdir()) == []
+    assert store.get("r1").run_id == "r1" and store.nbytes == charged("disk", [run], [])
+
+
+def test_a_redis_out_of_memory_keeps_no_gradients_and_says_why(make_store, redis_client, caplog):
+    store = make_store("redis")
+    run = make_run("r1")
+    store.put(run)
+    before = redis_client.config_get("maxmemory*")
+    redis_client.config_set("maxmemory-policy", "noeviction")  # refuse writes, drop nothing
+    redis_client.config_set("maxmemory", 1)
+    try:
+        with caplog.at_level(logging.WARNING, logger="cnn_explorer"):
+            assert not store.put_gradients("r1", gradients_of(run))
+    finally:
+        redis_client.config_set("maxmemory", before["maxmemory"])
+        redis_client.config_set("maxmemory-policy", before["maxmemory-policy"])
+    assert "gradients of run r1 not kept" in caplog.text and "maxmemory" in caplog.text
+    assert store.get_gradients("r1", 1, "cross_entropy") is None
+    assert store.get("r1").run_id == "r1" and store.nbytes == charged("redis", [run], [])
+
+
+def test_redis_that_does_not_answer_keeps_no_gradients_and_reads_are_a_503(caplog):
+    port = free_port()  # nothing listens there
+    store = RedisRunStore(f"redis://127.0.0.1:{port}/0", 2**20, 60, timeout_seconds=0.5)
+    with caplog.at_level(logging.WARNING, logger="cnn_explorer"):
+        assert not store.put_gradients("r1", gradients_of(make_run("r1")))
+    assert "gradients of run r1 not kept" in caplog.text
+    with pytest.raises(RunStoreUnavailableError) as e:
+        store.get_gradients("r1", 1, "cross_entropy")
+    assert e.value.status_code == 503
     store.close()
 
 
@@ -530,3 +787,31 @@ async def test_a_run_evicted_by_the_byte_bound_is_404_in_every_store(make_store_
         assert f"Run {first['run_id']} is unknown or expired" in r.json()["detail"]["message"]
         assert (await client.get(second["layers"][0]["grid_url"])).status_code == 200
     assert len(app.state.run_store) == 1
+
+
+@pytest.mark.anyio
+async def test_gradients_one_worker_computed_are_served_by_another_of_a_shared_store(
+    make_store_app, store_kind, png_bytes, monkeypatch
+):
+    computed = []  # (target, loss) of each backward pass the apps compute
+    real = backprop.gradients
+
+    def counted(network, image, target, loss):
+        computed.append((target, loss))
+        return real(network, image, target, loss)
+
+    monkeypatch.setattr(backprop, "gradients", counted)
+    one, other = make_store_app(), make_store_app()
+    async with client_for(one) as first, client_for(other) as second:
+        body = await forward(first, png_bytes)
+        urls = [f"{API}/runs/{body['run_id']}/{path}?target=1" for path in
+                ("gradients", "input_gradient.npy", "layers/0/gradient.npy")]  # fmt: skip
+        mine = [await first.get(url) for url in urls]
+        assert [r.status_code for r in mine] == [200] * 3 and len(computed) == 1
+        for url, a in zip(urls, mine, strict=True):
+            theirs = await second.get(url)
+            if store_kind == "memory":
+                assert theirs.status_code == 404
+                continue
+            assert theirs.status_code == 200 and theirs.content == a.content, url
+        assert computed == [(1, "cross_entropy")]

@@ -1,5 +1,5 @@
-"""Shared dependencies of the routers: settings, the run store, the render cache, the gradient
-cache, models, the training jobs."""
+"""Shared dependencies of the routers: settings, the run store, the render cache, the backward
+passes, models, the training jobs."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from app.settings import Settings
 from app.storage.models import ModelCatalog
 from app.storage.runs.memory import RunStore
 from app.web.admission import AdmissionGate
-from app.web.gradient_cache import GradientCache
+from app.web.backward_passes import BackwardPasses
 from app.web.render_cache import RenderCache
 from app.web.training_jobs import TrainingJobs
 
@@ -79,19 +79,20 @@ RunContextDep = Annotated[RunContext, Depends(run_context)]
 
 
 class BackwardContext(NamedTuple):
-    """What the backward-pass routes need, as one dependency: a RunContext and the gradients."""
+    """What the backward-pass routes need, as one dependency: a RunContext and the backward
+    passes (the run store's gradients, computed once when missing)."""
 
     store: RunStore
     cache: RenderCache
     settings: Settings
     gate: AdmissionGate
-    gradients: GradientCache
+    backward: BackwardPasses
 
 
 async def backward_context(request: Request) -> BackwardContext:
     state = request.app.state
     return BackwardContext(
-        state.run_store, state.render_cache, state.settings, state.gate, state.gradient_cache
+        state.run_store, state.render_cache, state.settings, state.gate, state.backward_passes
     )
 
 

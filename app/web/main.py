@@ -19,8 +19,8 @@ from app.settings import Settings, get_settings
 from app.storage.models import ModelCatalog, ModelRegistry, SavedModels
 from app.storage.runs import describe_run_store, open_run_store
 from app.web.admission import install_admission, limit_blas_threads
+from app.web.backward_passes import BackwardPasses
 from app.web.deps import package_version
-from app.web.gradient_cache import GradientCache
 from app.web.handlers import error_reply, install_error_handlers
 from app.web.render_cache import RenderCache
 from app.web.routers import include_api
@@ -116,8 +116,8 @@ class WorkerPidHeader:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """A CNN Explorer app with its own settings, run store, render and gradient caches and model
-    registry."""
+    """A CNN Explorer app with its own settings, run store (which keeps runs and their
+    gradients), render cache and model registry."""
     settings = settings or get_settings()
     max_body = settings.max_upload_bytes + settings.max_network_bytes + _MULTIPART_SLACK
 
@@ -139,7 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.run_store = open_run_store(settings)
     app.state.render_cache = RenderCache(settings.render_cache_max_bytes)
-    app.state.gradient_cache = GradientCache(settings.gradient_cache_max_bytes)
+    app.state.backward_passes = BackwardPasses()  # the gradients themselves are in the store
     # Shipped presets plus the models trained here (data_dir/models), as one registry.
     saved = SavedModels(settings.data_dir / "models", settings.max_saved_models)
     app.state.model_registry = ModelCatalog(ModelRegistry(settings.models_dir), saved)

@@ -6,8 +6,9 @@
     auto                 memory for one worker process, disk for more
 
 Every store keeps the same things (blobs.py: the network with its resolved weights, the input,
-every layer's output, labels, model, time), is bounded by run_store_max_bytes and
-run_ttl_seconds, and answers an unknown or dropped run with the same 404.
+every layer's output, labels, model, time; and with each run the gradients of each target and
+loss asked of it), is bounded by run_store_max_bytes and run_ttl_seconds, and answers an unknown
+or dropped run with the same 404.
 """
 
 from __future__ import annotations

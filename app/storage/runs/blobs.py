@@ -7,7 +7,8 @@ layer touches only that layer's pages. (np.savez would copy every member out of 
 
 A run's blob names its network by key: the SHA-256 of the network's own blob, which holds the
 spec and every conv and dense layer's resolved weights. Runs of the same network (a preset model,
-or the page sending the same layers with another image) share one stored network.
+or the page sending the same layers with another image) share one stored network. A gradients
+blob holds one backward pass of a run (for one target and loss); its store keeps it with the run.
 """
 
 from __future__ import annotations
@@ -39,10 +40,12 @@ from app.cnn import (
     ReluSpec,
     build_network,
 )
-from app.storage.runs.memory import RUN_ID, Run, run_too_large
+from app.cnn.backprop import Gradients
+from app.storage.runs.memory import RUN_ID, GradientKey, Run, run_too_large
 
 RUN_MAGIC = b"CNNXRUN1"
 NETWORK_MAGIC = b"CNNXNET1"
+GRADIENTS_MAGIC = b"CNNXGRD1"
 _ALIGN = 64
 _LENGTH = struct.Struct("<Q")
 _SPEC_CLASSES = {
@@ -232,7 +235,49 @@ class NetworkCache:
             self._bytes += size
 
 
-class RecentRuns:
+class _Recent:
+    """Things this process decoded lately: key -> (version, value, nbytes), least recently used
+    dropped beyond max_items or max_bytes of blobs. Thread-safe."""
+
+    def __init__(self, max_items: int, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._max_items = max_items
+        self._lock = threading.Lock()
+        self._items: OrderedDict[object, tuple[object, object, int]] = OrderedDict()
+        self._bytes = 0
+
+    def _get(self, key: object, version: object) -> object | None:
+        with self._lock:
+            entry = self._items.get(key)
+            if entry is None or entry[0] != version:
+                return None
+            self._items.move_to_end(key)
+            return entry[1]
+
+    def _put(self, key: object, version: object, value: object, nbytes: int) -> None:
+        if nbytes > self.max_bytes:
+            return
+        with self._lock:
+            self._pop(key)
+            while self._items and (
+                self._bytes + nbytes > self.max_bytes or len(self._items) >= self._max_items
+            ):
+                self._pop(next(iter(self._items)))
+            self._items[key] = (version, value, nbytes)
+            self._bytes += nbytes
+
+    def _discard(self, matches: Callable[[object], bool]) -> None:
+        with self._lock:
+            for key in [key for key in self._items if matches(key)]:
+                self._pop(key)
+
+    def _pop(self, key: object) -> None:
+        entry = self._items.pop(key, None)
+        if entry is not None:
+            self._bytes -= entry[2]
+
+
+class RecentRuns(_Recent):
     """Runs this process decoded lately: run_id -> (version, network key, Run), least recently
     used dropped beyond max_runs or max_bytes of blobs. Thread-safe.
 
@@ -243,41 +288,37 @@ class RecentRuns:
     """
 
     def __init__(self, max_runs: int = 64, max_bytes: int = 64 * 2**20) -> None:
+        super().__init__(max_runs, max_bytes)
         self.max_runs = max_runs
-        self.max_bytes = max_bytes
-        self._lock = threading.Lock()
-        self._items: OrderedDict[str, tuple[object, str, Run, int]] = OrderedDict()
-        self._bytes = 0
 
     def get(self, run_id: str, version: object) -> tuple[str, Run] | None:
         """(network key, run) if run_id was decoded from this version, else None."""
-        with self._lock:
-            entry = self._items.get(run_id)
-            if entry is None or entry[0] != version:
-                return None
-            self._items.move_to_end(run_id)
-            return entry[1], entry[2]
+        return self._get(run_id, version)  # type: ignore[return-value]
 
     def put(self, run_id: str, version: object, network_key: str, run: Run, nbytes: int) -> None:
-        if nbytes > self.max_bytes:
-            return
-        with self._lock:
-            self._pop(run_id)
-            while self._items and (
-                self._bytes + nbytes > self.max_bytes or len(self._items) >= self.max_runs
-            ):
-                self._pop(next(iter(self._items)))
-            self._items[run_id] = (version, network_key, run, nbytes)
-            self._bytes += nbytes
+        self._put(run_id, version, (network_key, run), nbytes)
 
     def discard(self, run_id: str) -> None:
-        with self._lock:
-            self._pop(run_id)
+        self._discard(lambda key: key == run_id)
 
-    def _pop(self, run_id: str) -> None:
-        entry = self._items.pop(run_id, None)
-        if entry is not None:
-            self._bytes -= entry[3]
+
+class RecentGradients(_Recent):
+    """Gradients this process decoded lately, by (run_id, target, loss) and version, as
+    RecentRuns keeps runs: the store asks its shared storage first whether they are kept (which
+    renews their run), then takes them from here. Thread-safe."""
+
+    def __init__(self, max_items: int = 16, max_bytes: int = 64 * 2**20) -> None:
+        super().__init__(max_items, max_bytes)
+
+    def get(self, key: GradientKey, version: object) -> Gradients | None:
+        return self._get(key, version)  # type: ignore[return-value]
+
+    def put(self, key: GradientKey, version: object, grads: Gradients, nbytes: int) -> None:
+        self._put(key, version, grads, nbytes)
+
+    def discard_run(self, run_id: str) -> None:
+        """Forget every gradient set of run_id."""
+        self._discard(lambda key: key[0] == run_id)  # type: ignore[index]
 
 
 # -- runs --------------------------------------------------------------------------------------
@@ -323,3 +364,59 @@ def encode_for_store(
     if run_blob.nbytes + network_blob.nbytes > max_bytes:
         raise run_too_large(run_blob.nbytes + network_blob.nbytes, max_bytes)
     return key, network_blob, run_blob
+
+
+# -- gradients ---------------------------------------------------------------------------------
+_GRADIENT_LISTS = ("outputs", "output_grads", "weight_grads", "bias_grads", "pre_activation_grads")
+
+
+def encode_gradients(grads: Gradients) -> Blob:
+    """Every array of one backward pass (app.cnn.backprop.Gradients) with its target, loss and
+    loss value. Arrays: `image`, `input_grad` (H, W, C), and `<list>.<i>` for each layer's
+    `outputs`, `output_grads`, and the `weight_grads`, `bias_grads`, `pre_activation_grads` of
+    the layers that have them. An array that is another's (a linear layer's dL/dz is its dL/dy)
+    is stored once and named in `aliases`, so the decoded one is the same array too."""
+    arrays: dict[str, np.ndarray] = {"image": grads.image, "input_grad": grads.input_grad}
+    named = {id(grads.image): "image", id(grads.input_grad): "input_grad"}
+    aliases = {}
+    for group in _GRADIENT_LISTS:
+        for i, a in enumerate(getattr(grads, group)):
+            if a is None:
+                continue
+            name = f"{group}.{i}"
+            if id(a) in named:
+                aliases[name] = named[id(a)]
+            else:
+                named[id(a)] = name
+                arrays[name] = a
+    meta = {
+        "target": grads.target,
+        "loss": grads.loss,
+        "loss_value": grads.loss_value,
+        "layers": len(grads.outputs),
+        "aliases": aliases,
+    }
+    return pack(GRADIENTS_MAGIC, meta, arrays)
+
+
+def decode_gradients(buffer: Buffer) -> Gradients:
+    """The Gradients in a blob of encode_gradients; its arrays are read-only views of buffer."""
+    meta, arrays = unpack(buffer, GRADIENTS_MAGIC)
+    aliases = meta["aliases"]
+
+    def array(name: str) -> np.ndarray | None:
+        return arrays.get(aliases.get(name, name))
+
+    lists = {
+        group: [array(f"{group}.{i}") for i in range(meta["layers"])] for group in _GRADIENT_LISTS
+    }
+    if any(a is None for group in ("outputs", "output_grads") for a in lists[group]):
+        raise BlobError("a layer's output or its gradient is missing")
+    return Gradients(
+        target=meta["target"],
+        loss=meta["loss"],
+        loss_value=meta["loss_value"],
+        image=arrays["image"],
+        input_grad=arrays["input_grad"],
+        **lists,  # type: ignore[arg-type]
+    )

@@ -1,7 +1,8 @@
 """Runs in Redis, shared by every worker of every machine that points at the same database.
 
 Keys (all under `prefix`, default "cnn-explorer:"):
-    run:<run_id>    hash {"net": the network's key, "data": the run blob}  (blobs.py)
+    run:<run_id>    hash {"net": the network's key, "data": the run blob,
+                          "grad:<target>:<loss>": a gradients blob, for each kept}  (blobs.py)
     net:<sha256>    the network blob, shared by the runs made with it
     lru             sorted set: every run and network key, scored by last use (Redis TIME in
                     microseconds, made strictly increasing by `clock`)
@@ -13,6 +14,9 @@ Every change is one Lua script, so workers on several machines see one consisten
 - Bounded by bytes: a put drops the least recently used keys (by the sorted set) until the new
   run and, if Redis lacks it, its network fit in max_bytes of blobs. A get renews the network with
   the run, so a network is dropped only after its runs. Redis adds ~100 bytes per key on top.
+- A run's gradients are fields of its hash: its size in `sizes` counts them, putting or getting
+  them renews the run, and they go with the run's key whichever way it goes (evicted, expired,
+  deleted, replaced, or dropped by maxmemory), so none outlive their run.
 - Redis's own `maxmemory` is a safety net, not the bound: configure `volatile-lru` (or
   `volatile-ttl`) so that it can only ever drop run and network keys, never the index (which has
   no TTL); a run whose key Redis dropped is then a 404 and its index entry is cleaned up.
@@ -33,15 +37,19 @@ from urllib.parse import urlsplit
 import redis
 
 from app.cnn import Network
+from app.cnn.backprop import Gradients
 from app.errors import AppError
 from app.storage.runs.blobs import (
     BlobError,
     NetworkCache,
     NetworkKeys,
+    RecentGradients,
     RecentRuns,
+    decode_gradients,
     decode_network,
     decode_run,
     encode_for_store,
+    encode_gradients,
 )
 from app.storage.runs.memory import RUN_ID, Run, run_not_found
 
@@ -141,6 +149,64 @@ return {net_key}
 """
 )
 
+# KEYS: index, run key. ARGV: ttl ms, max bytes, field, gradients blob. Adds the blob to the run's
+# hash, dropping the least recently used other runs (never this run or its network) until it fits.
+# 1: kept; 0: not (the run is gone, or it does not fit beside its run).
+_PUT_GRADIENTS = (
+    _PRELUDE
+    + """
+local ttl, max = tonumber(ARGV[1]), tonumber(ARGV[2])
+local run_key, field, blob = KEYS[5], ARGV[3], ARGV[4]
+expire_old(tick(), ttl)
+local net_key = redis.call('HGET', run_key, 'net')
+if not net_key then forget(run_key) return 0 end
+if redis.call('EXISTS', net_key) == 0 then forget(run_key) forget(net_key) return 0 end
+-- a use of the run: it and its network become the most recently used, the last to go
+redis.call('ZADD', lru, int(tick()), run_key)
+redis.call('ZADD', lru, int(tick()), net_key)
+local incoming = #blob - redis.call('HSTRLEN', run_key, field)
+local own = tonumber(redis.call('HGET', sizes, run_key) or '0')
+own = own + tonumber(redis.call('HGET', sizes, net_key) or '0')
+if own + incoming > max then return 0 end -- it does not fit beside its run: drop nothing for it
+local total = tonumber(redis.call('GET', total_key) or '0')
+while total + incoming > max do
+  local victim = redis.call('ZRANGE', lru, 0, 0)[1]
+  if not victim or victim == run_key then break end
+  forget(victim)
+  total = tonumber(redis.call('GET', total_key) or '0')
+end
+if total + incoming > max then return 0 end
+redis.call('HSET', run_key, field, blob)
+redis.call('HINCRBY', sizes, run_key, incoming)
+redis.call('INCRBY', total_key, incoming)
+redis.call('PEXPIRE', run_key, ttl)
+redis.call('PEXPIRE', net_key, ttl)
+return 1
+"""
+)
+
+# KEYS: index, run key. ARGV: ttl ms, field, "1" to get the blob. Renews the run and its network
+# when the run has the field; returns 1 or the blob, or nil when the run or the field is gone.
+_GET_GRADIENTS = (
+    _PRELUDE
+    + """
+local ttl, run_key, field = tonumber(ARGV[1]), KEYS[5], ARGV[2]
+local net_key = redis.call('HGET', run_key, 'net')
+if not net_key then forget(run_key) return false end
+if redis.call('HEXISTS', run_key, field) == 0 then return false end
+if redis.call('PEXPIRE', net_key, ttl) == 0 then
+  forget(run_key)
+  forget(net_key)
+  return false
+end
+redis.call('PEXPIRE', run_key, ttl)
+redis.call('ZADD', lru, int(tick()), run_key)
+redis.call('ZADD', lru, int(tick()), net_key)
+if ARGV[3] == '1' then return redis.call('HGET', run_key, field) end
+return 1
+"""
+)
+
 # KEYS: index. ARGV: ttl ms, run key prefix. Returns {live runs, live bytes}.
 _STATS = (
     _PRELUDE
@@ -156,6 +222,11 @@ return {runs, tonumber(redis.call('GET', total_key) or '0')}
 
 # KEYS: index, run key.
 _DELETE = _PRELUDE + "forget(KEYS[5]) return 1"
+
+
+def _gradient_field(target: int, loss: str) -> str:
+    """The field of a run's hash that holds its gradients for target and loss."""
+    return f"grad:{int(target)}:{loss}"
 
 
 def redis_address(url: str) -> str:
@@ -196,9 +267,12 @@ class RedisRunStore:
         self._get = self._client.register_script(_GET)
         self._stats = self._client.register_script(_STATS)
         self._delete = self._client.register_script(_DELETE)
+        self._put_gradients = self._client.register_script(_PUT_GRADIENTS)
+        self._get_gradients = self._client.register_script(_GET_GRADIENTS)
         self._keys = NetworkKeys()
         self._cache = NetworkCache()
         self._recent = RecentRuns()
+        self._recent_gradients = RecentGradients()
 
     def __repr__(self) -> str:
         return f"RedisRunStore({redis_address(self.url)!r}, prefix={self.prefix!r})"
@@ -224,6 +298,7 @@ class RedisRunStore:
             found = self._get([*self._index, self._run_key(run_id)], [self._ttl_ms, want])
             if found is None:
                 self._recent.discard(run_id)
+                self._recent_gradients.discard_run(run_id)
                 raise run_not_found(run_id, self.ttl_seconds)
             if recent is not None:
                 return recent[1]
@@ -239,15 +314,56 @@ class RedisRunStore:
     def delete(self, run_id: str) -> None:
         if RUN_ID.match(run_id):
             self._recent.discard(run_id)
+            self._recent_gradients.discard_run(run_id)
             with self._unavailable_as_503():
                 self._delete([*self._index, self._run_key(run_id)])
+
+    def put_gradients(self, run_id: str, grads: Gradients) -> bool:
+        if not RUN_ID.match(run_id):
+            return False
+        blob = encode_gradients(grads)
+        if blob.nbytes > self.max_bytes:
+            return False
+        data = blob.to_bytes()
+        keys = [*self._index, self._run_key(run_id)]
+        field = _gradient_field(grads.target, grads.loss)
+        try:
+            kept = self._put_gradients(keys, [self._ttl_ms, self.max_bytes, field, data])
+        except redis.exceptions.RedisError as e:  # down, or out of memory: computed, not kept
+            log.error("gradients of run %s not kept in %r: %s", run_id, self, e)
+            return False
+        if kept:
+            key = (run_id, grads.target, grads.loss)
+            self._recent_gradients.put(key, None, grads, len(data))
+        return bool(kept)
+
+    def get_gradients(self, run_id: str, target: int, loss: str) -> Gradients | None:
+        if not RUN_ID.match(run_id):
+            return None
+        key = (run_id, target, loss)
+        with self._unavailable_as_503():
+            recent = self._recent_gradients.get(key, version=None)
+            args = [self._ttl_ms, _gradient_field(target, loss), "0" if recent else "1"]
+            found = self._get_gradients([*self._index, self._run_key(run_id)], args)
+        if found is None:
+            self._recent_gradients.discard_run(run_id)
+            return None
+        if recent is not None:
+            return recent
+        try:
+            grads = decode_gradients(found)
+        except (BlobError, KeyError, TypeError) as e:
+            log.warning("gradients of run %s in %r are unreadable: %s", run_id, self, e)
+            return None
+        self._recent_gradients.put(key, None, grads, len(found))
+        return grads
 
     def __len__(self) -> int:
         return int(self._stats_now()[0])
 
     @property
     def nbytes(self) -> int:
-        """Bytes of every live run and network blob."""
+        """Bytes of every live run, gradients and network blob."""
         return int(self._stats_now()[1])
 
     def close(self) -> None:

@@ -3,7 +3,7 @@ bias and the input, as float32 .npy arrays and diverging-colour PNGs, and how an
 value was computed (with a gradient check by central differences).
 
 Every route takes ?target=&loss=; the gradients they name are computed once per (run, target,
-loss) and kept (app/web/gradient_cache.py).
+loss) and kept with the run in the run store (app/web/backward_passes.py).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from app.schemas import (
 from app.storage.runs.memory import Run
 from app.web import checks, render
 from app.web.deps import BackwardContext, BackwardContextDep, error_responses
-from app.web.gradient_cache import KeptGradients
 from app.web.routers.forward import _finite, runs_url
 from app.web.routers.runs import _layer_output, _png, finite_numbers
 
@@ -74,27 +73,16 @@ def colour_scale(a: np.ndarray) -> float:
     return float(np.abs(finite).max()) if finite.size else 0.0
 
 
-def keep(grads: backprop.Gradients) -> KeptGradients:
-    """The engine's gradients with their statistics (CPU work: on the gate's threads)."""
-    return KeptGradients(
-        grads,
-        [gradient_stats(g) for g in grads.output_grads],
-        gradient_stats(grads.input_grad),
-        [colour_scale(g) for g in grads.output_grads],
-        colour_scale(grads.input_grad),
-    )
+async def backward_pass(
+    ctx: BackwardContext, run: Run, target: int, loss: str
+) -> backprop.Gradients:
+    """The gradients of `loss` for `target` (checked by checks.gradient_target) of a run: the run
+    store's, else computed once through the admission gate and put there."""
 
+    async def compute() -> backprop.Gradients:
+        return await ctx.gate.run(lambda: backprop.gradients(run.network, run.input, target, loss))
 
-async def backward_pass(ctx: BackwardContext, run: Run, target: int, loss: str) -> KeptGradients:
-    """The gradients of `loss` for `target` (checked by checks.gradient_target) of a run: kept
-    ones, else computed once through the admission gate."""
-
-    async def compute() -> KeptGradients:
-        return await ctx.gate.run(
-            lambda: keep(backprop.gradients(run.network, run.input, target, loss))
-        )
-
-    return await ctx.gradients.get_or_compute((run.run_id, target, loss), compute)
+    return await ctx.backward.get(ctx.store, (run.run_id, target, loss), compute)
 
 
 async def _run_and_target(
@@ -134,8 +122,8 @@ async def _gradient_png(
     key = (run.run_id, "gradient", target, loss, index)
     data = ctx.cache.get(key)
     if data is None:
-        kept = await backward_pass(ctx, run, target, loss)
-        g = kept.grads.input_grad if index is None else kept.grads.output_grads[index]
+        grads = await backward_pass(ctx, run, target, loss)
+        g = grads.input_grad if index is None else grads.output_grads[index]
         data = await ctx.gate.run(
             lambda: render.encode_grid(render.layer_colours(g, diverging=True, same_scale=True))
         )
@@ -175,7 +163,15 @@ async def run_gradients(
     """The loss of the run for a target and the gradient of it at every layer: statistics and
     the URLs of each gradient's .npy and PNG."""
     run, t = await _run_and_target(ctx, run_id, target, loss)
-    kept = await backward_pass(ctx, run, t, loss)
+    grads = await backward_pass(ctx, run, t, loss)
+
+    def summarise() -> list[tuple[GradientStats, float]]:
+        """Statistics and colour scale of dL/d(output) of each layer, then of dL/d(input)."""
+        return [
+            (gradient_stats(g), colour_scale(g)) for g in [*grads.output_grads, grads.input_grad]
+        ]
+
+    *summaries, (input_stats, _) = await ctx.gate.run(summarise)
     base, query = runs_url(request, run.run_id), f"?target={t}&loss={loss}"
     layers = []
     for layer in run.network.layers:
@@ -186,8 +182,8 @@ async def run_gradients(
                 index=i,
                 type=layer.type,
                 output_shape=list(layer.output_shape),
-                stats=kept.stats[i],
-                scale=kept.scales[i],
+                stats=summaries[i][0],
+                scale=summaries[i][1],
                 grid_url=f"{at}/gradient.png{query}",
                 gradient_url=f"{at}/gradient.npy{query}",
                 weight_gradient_url=f"{at}/weight_gradient.npy{query}" if learns else None,
@@ -201,10 +197,10 @@ async def run_gradients(
         target=t,
         label=labels[t] if labels is not None and t < len(labels) else None,
         loss=loss,
-        loss_value=_finite(kept.grads.loss_value),
+        loss_value=_finite(grads.loss_value),
         input_gradient_url=f"{base}/input_gradient.npy{query}",
         input_grid_url=f"{base}/input_gradient.png{query}",
-        input_stats=kept.input_stats,
+        input_stats=input_stats,
         layers=layers,
     )
 
@@ -218,10 +214,8 @@ async def input_gradient_npy(
 ) -> Response:
     """dL/d(input) as a float32 .npy [H, W, C] (the image as the network saw it)."""
     run, t = await _run_and_target(ctx, run_id, target, loss)
-    kept = await backward_pass(ctx, run, t, loss)
-    return await _npy(
-        ctx, kept.grads.input_grad, f"{run_id}-input-gradient-{loss}-{t}.npy", t, loss
-    )
+    grads = await backward_pass(ctx, run, t, loss)
+    return await _npy(ctx, grads.input_grad, f"{run_id}-input-gradient-{loss}-{t}.npy", t, loss)
 
 
 @gradients_router.get("/runs/{run_id}/input_gradient.png", response_class=Response, responses=_PNG)
@@ -248,9 +242,9 @@ async def layer_gradient_npy(
 ) -> Response:
     """dL/d(output of layer `index`) as a float32 .npy, [h, w, c] or [n] like the output."""
     run, t = await _run_and_target(ctx, run_id, target, loss, index)
-    kept = await backward_pass(ctx, run, t, loss)
+    grads = await backward_pass(ctx, run, t, loss)
     filename = f"{run_id}-layer{index}-gradient-{loss}-{t}.npy"
-    return await _npy(ctx, kept.grads.output_grads[index], filename, t, loss)
+    return await _npy(ctx, grads.output_grads[index], filename, t, loss)
 
 
 @gradients_router.get(
@@ -284,8 +278,7 @@ async def weight_gradient_npy(
     for a layer without weights)."""
     run, t = await _run_and_target(ctx, run_id, target, loss, index)
     _has_weights(run, index)
-    kept = await backward_pass(ctx, run, t, loss)
-    grad = kept.grads.weight_grads[index]
+    grad = (await backward_pass(ctx, run, t, loss)).weight_grads[index]
     assert grad is not None  # a conv or dense layer
     return await _npy(ctx, grad, f"{run_id}-layer{index}-weight-gradient-{loss}-{t}.npy", t, loss)
 
@@ -303,8 +296,7 @@ async def bias_gradient_npy(
     """dL/db of a conv or dense layer [K], float32 .npy (404 for a layer without weights)."""
     run, t = await _run_and_target(ctx, run_id, target, loss, index)
     _has_weights(run, index)
-    kept = await backward_pass(ctx, run, t, loss)
-    grad = kept.grads.bias_grads[index]
+    grad = (await backward_pass(ctx, run, t, loss)).bias_grads[index]
     assert grad is not None  # a conv or dense layer
     return await _npy(ctx, grad, f"{run_id}-layer{index}-bias-gradient-{loss}-{t}.npy", t, loss)
 
@@ -346,11 +338,11 @@ async def explain_one_gradient(
     products add up to the value."""
     run, t = await _run_and_target(ctx, run_id, target, loss, index)
     position = checks.gradient_selector(yxc=(y, x, c), i=i, weight=weight, bias=bias, check=check)
-    kept = await backward_pass(ctx, run, t, loss)
+    grads = await backward_pass(ctx, run, t, loss)
 
     def work() -> dict[str, Any]:
         found = explain_gradient(
-            run.network, kept.grads, index, y=y, x=x, c=c, i=i, weight=position, bias=bias
+            run.network, grads, index, y=y, x=x, c=c, i=i, weight=position, bias=bias
         )
         if check:
             done = backprop.gradient_check(

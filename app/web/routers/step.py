@@ -13,7 +13,7 @@ from app.storage.runs.memory import Run, new_run_id
 from app.web import checks
 from app.web.deps import BackwardContextDep, error_responses
 from app.web.routers.forward import _finite, forward_reply, layer_stats
-from app.web.routers.gradients import backward_pass, keep
+from app.web.routers.gradients import backward_pass
 from app.web.validation import issue
 
 step_router = APIRouter(tags=["runs"])
@@ -54,7 +54,7 @@ async def step(
     """One plain SGD step on every weight and bias of the run's network, W <- W - learning_rate
     * dL/dW, then the same image through the new weights: the /forward reply of the new run,
     with loss_before, loss_after and previous_run_id. The new run's gradients for the same target
-    and loss are kept, so the next step starts at once."""
+    and loss are kept with it in the run store, so the next step starts at once."""
     run = ctx.store.get(run_id)
     learning_rate = checks.step_learning_rate(body.learning_rate, ctx.settings)
     target = checks.gradient_target(run.network, run.outputs[-1], body.target, body.loss)
@@ -63,23 +63,23 @@ async def step(
     def compute():
         """The step, the new forward pass and its gradients, as one job of the gate: the new
         run's outputs are its backward pass's forward pass."""
-        spec = backprop.sgd_step(run.network, before.grads, learning_rate)
+        spec = backprop.sgd_step(run.network, before, learning_rate)
         _refuse_non_finite(spec, learning_rate)
         network = build_network(spec)
-        after = keep(backprop.gradients(network, run.input, target, body.loss))
-        return network, after, layer_stats(after.grads.outputs)
+        after = backprop.gradients(network, run.input, target, body.loss)
+        return network, after, layer_stats(after.outputs)
 
     network, after, stats = await ctx.gate.run(compute)
     new = Run(
         new_run_id(),
         network,
         run.input,
-        list(after.grads.outputs),
+        list(after.outputs),
         labels=run.labels,
         model=run.model,
     )
     ctx.store.put(new)
-    ctx.gradients.put((new.run_id, target, body.loss), after)
+    ctx.store.put_gradients(new.run_id, after)  # not kept (too big, failing): computed on request
     h, w, _ = run.input.shape
     return forward_reply(
         request,
@@ -92,6 +92,6 @@ async def step(
         target=target,
         loss=body.loss,
         learning_rate=learning_rate,
-        loss_before=_finite(before.grads.loss_value),
-        loss_after=_finite(after.grads.loss_value),
+        loss_before=_finite(before.loss_value),
+        loss_after=_finite(after.loss_value),
     )
