@@ -93,6 +93,11 @@ class Layer:
     def forward(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def forget(self) -> None:
+        """Drop what the last forward kept for backward, so that its arrays can be freed now
+        rather than at the next call (the explorer's forward needs no backward)."""
+        self._cache = None
+
     def backward(self, dy: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError
 
@@ -251,7 +256,7 @@ class ConvLayer(Layer):
             y = conv2d(x[0], w, self.params["bias"], self.stride, self.padding)[None]
             if self.relu:
                 relu_(y)
-            self._cache = (None, x, y if self.relu else None)
+            self._cache = (None, x.shape, x, y if self.relu else None)
             return y
         k, f, _, c = w.shape
         s, p = self.stride, self.padding
@@ -267,13 +272,14 @@ class ConvLayer(Layer):
             np.matmul(self._columns(xp, i, count, ho, wo), w_cols, out=out)
             if self.relu:
                 relu_(out)  # while the chunk is in cache
-        self._cache = (xp, x, y if self.relu else None)
+        # The padded copy is all backward needs of the input: x itself is not kept alive.
+        self._cache = (xp, x.shape, None, y if self.relu else None)
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """dy (N, Ho, Wo, K) -> dx (N, H, W, C); fills grads (K, F, F, C) and (K,)."""
-        xp, x, y = self._cache  # padded input (None after a single image), x, relu output
-        x_shape = x.shape  # (N, H, W, C)
+        # padded input (or None after a single image, then x), (N, H, W, C), relu output
+        xp, x_shape, x, y = self._cache
         w = self.params["weights"]  # (K, F, F, C)
         k, f, _, c = w.shape
         s, p = self.stride, self.padding
@@ -349,12 +355,12 @@ class ReluLayer(Layer):
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x (N, ...) -> y (N, ...)."""
         y = relu(x) if x.dtype == np.float32 else np.maximum(x, 0)
-        self._y = y
+        self._cache = y
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """dy (N, ...) -> dx (N, ...)."""
-        return dy * (self._y > 0)
+        return dy * (self._cache > 0)
 
 
 class PoolLayer(Layer):
@@ -505,7 +511,7 @@ class GlobalMaxPoolLayer(GlobalPoolLayer):
         flat = x.reshape(n, h * w, c)  # (N, H*W, C)
         self._where = flat.argmax(axis=1)  # (N, C): first maximum in scan order
         self._x_shape = x.shape
-        return np.take_along_axis(flat, self._where[:, None, :], axis=1).reshape(n, 1, 1, c)
+        return flat.max(axis=1).reshape(n, 1, 1, c)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """dy (N, 1, 1, C) -> dx (N, H, W, C)."""

@@ -150,7 +150,10 @@ class Network:
                 f"Input of shape {shape_text(x.shape)} does not match the network input "
                 f"{shape_text(self.input_shape)}."
             )
-        return [out[0] for out in self.forward_batch(x[None])]
+        outputs = [out[0] for out in self.forward_batch(x[None])]
+        for layer in self.layers:
+            layer.forget()
+        return outputs
 
     def forward_batch(self, x: np.ndarray) -> list[np.ndarray]:
         """x (N, H, W, C) -> every layer's output, batched; each layer keeps what backward needs."""

@@ -9,7 +9,8 @@ machine's speed hits both alike. Each round runs, in each tree, that tree's own
 /forward through the ASGI app) and its own `run_training` for the training steps, each in a
 fresh interpreter with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset for these commands only
 (the threadpoolctl report of each tree is printed). Reported: the median over rounds of each
-tree's NumPy median, and after / before (below 1 is faster); over 1 + NOISE is marked SLOWER.
+tree's NumPy median, and the median over rounds of each round's after / before (below 1 is
+faster); over 1 + NOISE is marked SLOWER.
 """
 
 from __future__ import annotations
@@ -130,10 +131,13 @@ def _compare(trees: dict[str, Path], args: argparse.Namespace) -> int:
     for name, runs in medians["after"].items():
         if name not in medians["before"]:
             continue
-        b, a = statistics.median(medians["before"][name]), statistics.median(runs)
-        verdict = "SLOWER" if a > b * (1 + NOISE) else "ok"
+        before = medians["before"][name]
+        # Paired: each round's after / before (both ran back to back), then the median of those.
+        ratio = statistics.median(a / b for a, b in zip(runs, before, strict=False))
+        verdict = "SLOWER" if ratio > 1 + NOISE else "ok"
         slower += verdict == "SLOWER"
-        print(f"{name:22s} {b:10.2f} {a:10.2f} {a / b:12.3f}x  {verdict}")
+        b, a = statistics.median(before), statistics.median(runs)
+        print(f"{name:22s} {b:10.2f} {a:10.2f} {ratio:12.3f}x  {verdict}")
     return 0 if slower == 0 else 1
 
 
