@@ -20,8 +20,9 @@ from app.schemas import (
 from app.storage.runs.memory import Run, new_run_id
 from app.web.admission import GateDep
 from app.web.checks import network_from_field, network_or_model
-from app.web.deps import API_PREFIX, RegistryDep, SettingsDep, StoreDep, error_responses
+from app.web.deps import RegistryDep, SettingsDep, StoreDep, error_responses
 from app.web.imageio import DecodedImage, decode_image
+from app.web.replies import finite, runs_url
 from app.web.validation import file_size
 
 forward_router = APIRouter(tags=["runs"])
@@ -29,17 +30,10 @@ TOP_K = 5  # classes listed in output.top
 Reply = TypeVar("Reply", bound=ForwardResponse)
 
 
-def _finite(v: float) -> float:
-    """JSON has no NaN or infinity; clamp to the float32 range (the .npy keeps the truth)."""
-    return float(np.nan_to_num(v, nan=0.0, posinf=3.4e38, neginf=-3.4e38))
-
-
 def layer_stats(outputs: list[np.ndarray]) -> list[LayerStats]:
     """The min/max/mean of each layer's output (h, w, c) or (n,)."""
     return [
-        LayerStats(
-            min=_finite(o.min()), max=_finite(o.max()), mean=_finite(o.mean(dtype=np.float64))
-        )
+        LayerStats(min=finite(o.min()), max=finite(o.max()), mean=finite(o.mean(dtype=np.float64)))
         for o in outputs
     ]
 
@@ -52,17 +46,17 @@ def _forward(network: Network, pixels: np.ndarray) -> tuple[list[np.ndarray], li
 
 def _output(network: Network, last: np.ndarray, labels: list[str] | None, most: int):
     flat = last.reshape(-1)
-    values = [_finite(v) for v in flat[:most].tolist()]
+    values = [finite(v) for v in flat[:most].tolist()]
     final = network.layers[-1]
     probabilities = top = None
     if isinstance(final, DenseLayer) and final.activation == "softmax":
-        probabilities = [_finite(v) for v in flat.tolist()]
+        probabilities = [finite(v) for v in flat.tolist()]
         order = np.argsort(-flat, kind="stable")[:TOP_K]
         top = [
             TopClass(
                 index=int(j),
                 label=labels[j] if labels is not None and j < len(labels) else None,
-                p=_finite(flat[j]),
+                p=finite(flat[j]),
             )
             for j in order
         ]
@@ -73,10 +67,6 @@ def _output(network: Network, last: np.ndarray, labels: list[str] | None, most: 
         size=int(flat.size),
         truncated=flat.size > most,
     )
-
-
-def runs_url(request: Request, run_id: str) -> str:
-    return f"{request.scope.get('root_path', '')}{API_PREFIX}/runs/{run_id}"
 
 
 @forward_router.post(

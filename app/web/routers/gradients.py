@@ -29,8 +29,7 @@ from app.schemas import (
 from app.storage.runs.memory import Run
 from app.web import checks, render
 from app.web.deps import BackwardContext, BackwardContextDep, error_responses
-from app.web.routers.forward import _finite, runs_url
-from app.web.routers.runs import _layer_output, _png, finite_numbers
+from app.web.replies import finite, finite_numbers, layer_output, png_response, runs_url
 
 gradients_router = APIRouter(tags=["runs"])
 
@@ -59,10 +58,10 @@ _NPY = {**_NPY, **_ERRORS}
 def gradient_stats(a: np.ndarray) -> GradientStats:
     """min, max, mean and mean |value| of a gradient, any shape (float64 sums)."""
     return GradientStats(
-        min=_finite(a.min()),
-        max=_finite(a.max()),
-        mean=_finite(a.mean(dtype=np.float64)),
-        abs_mean=_finite(np.abs(a).mean(dtype=np.float64)),
+        min=finite(a.min()),
+        max=finite(a.max()),
+        mean=finite(a.mean(dtype=np.float64)),
+        abs_mean=finite(np.abs(a).mean(dtype=np.float64)),
     )
 
 
@@ -91,7 +90,7 @@ async def _run_and_target(
     """The run (404), layer `index` in it (404), and the checked target (422)."""
     run = ctx.store.get(run_id)
     if index is not None:
-        _layer_output(run, index)
+        layer_output(run, index)
     return run, checks.gradient_target(run.network, run.outputs[-1], target, loss)
 
 
@@ -128,7 +127,7 @@ async def _gradient_png(
             lambda: render.encode_grid(render.layer_colours(g, diverging=True, same_scale=True))
         )
         ctx.cache.put(key, data)
-    response = _png(data, ctx.settings)
+    response = png_response(data, ctx.settings)
     response.headers.update({"X-Target": str(target), "X-Loss": loss})
     return response
 
@@ -197,7 +196,7 @@ async def run_gradients(
         target=t,
         label=labels[t] if labels is not None and t < len(labels) else None,
         loss=loss,
-        loss_value=_finite(grads.loss_value),
+        loss_value=finite(grads.loss_value),
         input_gradient_url=f"{base}/input_gradient.npy{query}",
         input_grid_url=f"{base}/input_gradient.png{query}",
         input_stats=input_stats,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -12,45 +11,15 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from app.cnn import explain
-from app.errors import ChannelNotFoundError, LayerNotFoundError
+from app.errors import ChannelNotFoundError
 from app.schemas import ExplainResponse
-from app.settings import Settings
-from app.storage.runs.memory import Run
 from app.web import render
 from app.web.admission import AdmissionGate
 from app.web.deps import RunContextDep, error_responses
 from app.web.render_cache import RenderCache
-from app.web.routers.forward import _finite
+from app.web.replies import finite_numbers, layer_output, png_response
 
 runs_router = APIRouter(tags=["runs"])
-
-
-def _layer_output(run: Run, index: int) -> np.ndarray:
-    n = len(run.outputs)
-    if not 0 <= index < n:
-        raise LayerNotFoundError(
-            f"Run {run.run_id} has layers 0..{n - 1}; there is no layer {index}.",
-            valid_range=[0, n - 1],
-        )
-    return run.outputs[index]
-
-
-def finite_numbers(value: Any) -> Any:
-    """JSON has no NaN or infinity: an overflowed float becomes the nearest float32 (NaN: 0),
-    as in /forward's stats; the .npy keeps the truth. None (a padded max-pool cell) stays."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else _finite(value)
-    if isinstance(value, dict):
-        return {key: finite_numbers(inner) for key, inner in value.items()}
-    if isinstance(value, list):
-        return [finite_numbers(inner) for inner in value]
-    return value
-
-
-def _png(data: bytes, settings: Settings) -> Response:
-    # A run never changes, so its images can be cached for as long as it is kept.
-    cache = f"private, max-age={int(settings.run_ttl_seconds)}, immutable"
-    return Response(data, media_type="image/png", headers={"Cache-Control": cache})
 
 
 _PNG = {
@@ -95,7 +64,7 @@ async def input_png(run_id: str, ctx: RunContextDep):
     store, cache, settings, gate = ctx
     run = store.get(run_id)
     data = await _cached_png((run_id, "input"), lambda: render.render_image(run.input), cache, gate)
-    return _png(data, settings)
+    return png_response(data, settings)
 
 
 @runs_router.get("/runs/{run_id}/layers/{index}.png", response_class=Response, responses=_PNG)
@@ -103,14 +72,14 @@ async def layer_png(run_id: str, index: int, ctx: RunContextDep):
     """All channels of layer `index`, each normalised on its own, tiled in reading order."""
     store, cache, settings, gate = ctx
     run = store.get(run_id)
-    out = _layer_output(run, index)
+    out = layer_output(run, index)
     data = await _cached_png(
         (run_id, "grid", index),
         lambda: render.encode_grid(_colours(cache, run_id, index, out)),
         cache,
         gate,
     )
-    return _png(data, settings)
+    return png_response(data, settings)
 
 
 @runs_router.get(
@@ -120,7 +89,7 @@ async def channel_png(run_id: str, index: int, channel: int, ctx: RunContextDep)
     """One channel of layer `index` at native resolution (a flat layer has channel 0 only)."""
     store, cache, settings, gate = ctx
     run = store.get(run_id)
-    out = _layer_output(run, index)
+    out = layer_output(run, index)
     count = out.shape[2] if out.ndim == 3 else 1
     if not 0 <= channel < count:
         raise ChannelNotFoundError(
@@ -135,7 +104,7 @@ async def channel_png(run_id: str, index: int, channel: int, ctx: RunContextDep)
     pixels = out.shape[0] * out.shape[1] if out.ndim == 3 else out.shape[0]
     inline = pixels <= INLINE_MAX_PIXELS and (run_id, "colours", index) in cache
     data = await _cached_png((run_id, "channel", index, channel), draw, cache, gate, inline)
-    return _png(data, settings)
+    return png_response(data, settings)
 
 
 @runs_router.get(
@@ -149,7 +118,7 @@ async def channel_png(run_id: str, index: int, channel: int, ctx: RunContextDep)
 async def layer_npy(run_id: str, index: int, ctx: RunContextDep):
     """Layer `index`'s output as a NumPy .npy file: float32 [h, w, c] or [n]."""
     gate = ctx.gate
-    out = _layer_output(ctx.store.get(run_id), index)
+    out = layer_output(ctx.store.get(run_id), index)
 
     def encode() -> bytes:
         buf = io.BytesIO()
@@ -181,7 +150,7 @@ async def explain_value(
     """How one output value of layer `index` was computed from the layer's input."""
     store, gate = ctx.store, ctx.gate
     run = store.get(run_id)
-    _layer_output(run, index)
+    layer_output(run, index)
     inputs = [run.input, *run.outputs]
     found = await gate.run(
         lambda: finite_numbers(explain(run.network, inputs, index, y=y, x=x, c=c, i=i))

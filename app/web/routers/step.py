@@ -12,7 +12,8 @@ from app.schemas import ImageInfo, StepRequest, StepResponse
 from app.storage.runs.memory import Run, new_run_id
 from app.web import checks
 from app.web.deps import BackwardContextDep, error_responses
-from app.web.routers.forward import _finite, forward_reply, layer_stats
+from app.web.replies import finite
+from app.web.routers.forward import forward_reply, layer_stats
 from app.web.routers.gradients import backward_pass
 from app.web.validation import issue
 
@@ -92,6 +93,6 @@ async def step(
         target=target,
         loss=body.loss,
         learning_rate=learning_rate,
-        loss_before=_finite(before.loss_value),
-        loss_after=_finite(after.loss_value),
+        loss_before=finite(before.loss_value),
+        loss_after=finite(after.loss_value),
     )

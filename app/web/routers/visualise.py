@@ -20,8 +20,7 @@ from app.schemas import VisualisationResponse
 from app.storage.runs.memory import Run
 from app.web import checks, render
 from app.web.deps import RunContext, RunContextDep, error_responses
-from app.web.routers.forward import runs_url
-from app.web.routers.runs import _layer_output, _png
+from app.web.replies import layer_output, png_response, runs_url
 
 visualise_router = APIRouter(tags=["runs"])
 
@@ -77,7 +76,7 @@ async def _visualised(
 
 def _checked(ctx: RunContext, run_id: str, index: int, channel: int, steps: int) -> Run:
     run = ctx.store.get(run_id)
-    _layer_output(run, index)
+    layer_output(run, index)
     checks.visualisation(run.network, index, channel, steps, ctx.settings)
     return run
 
@@ -129,7 +128,9 @@ async def visualise_png(
 ) -> Response:
     """The visualisation as a picture at the network's input size."""
     run = _checked(ctx, run_id, index, channel, steps)
-    return _png((await _visualised(ctx, run, index, channel, steps, seed)).png, ctx.settings)
+    return png_response(
+        (await _visualised(ctx, run, index, channel, steps, seed)).png, ctx.settings
+    )
 
 
 @visualise_router.get(
