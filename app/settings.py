@@ -356,6 +356,7 @@ class Settings(BaseSettings):
             "train_max_batch_size": self.train_max_batch_size,
             "train_max_learning_rate": self.train_max_learning_rate,
             "train_max_examples": self.train_max_examples,
+            "visualise_max_steps": self.visualise_max_steps,
         }
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import WORKED_EXAMPLE, encode, random_pixels
+from tests.conftest import WORKED_EXAMPLE, client_for, encode, random_pixels
 from tests.test_gradients_api import forward, get_npy
 
 API = "/api/v1"
@@ -64,3 +67,12 @@ async def test_visualise_refuses_what_does_not_exist_with_words(client, settings
     assert r.status_code == 404
     r = await client.get(f"{base}/0/visualise.png?channel=x")
     assert r.status_code == 422
+
+
+async def test_the_page_publishes_the_step_limit_and_its_input_keeps_to_it(make_app, settings):
+    shipped = Path(__file__).resolve().parent.parent / "templates"
+    async with client_for(make_app(templates_dir=shipped)) as client:
+        page = (await client.get("/")).text
+    config = json.loads(re.search(r'id="page-config">(.*?)</script>', page).group(1))
+    assert config["limits"]["visualise_max_steps"] == settings.visualise_max_steps
+    assert f'id="vis-steps" min="1" max="{settings.visualise_max_steps}"' in page

@@ -92,8 +92,13 @@ async function visualise() {
   const channel = Number($("#vis-channel").value);
   const steps = Number($("#vis-steps").value);
   const seed = Number($("#vis-seed").value);
-  if (!Number.isInteger(steps) || steps < 1 || !Number.isInteger(seed) || seed < 0) {
-    showAlert($("#vis-error"), "Steps must be a whole number of at least 1, and the seed a whole number of at least 0.");
+  const most = Number(state.limits?.visualise_max_steps) || Infinity;
+  if (!Number.isInteger(steps) || steps < 1 || steps > most || !Number.isInteger(seed) || seed < 0) {
+    const upTo = Number.isFinite(most) ? ` and at most ${most}` : "";
+    showAlert(
+      $("#vis-error"),
+      `Steps must be a whole number of at least 1${upTo}, and the seed a whole number of at least 0.`,
+    );
     return;
   }
   const mine = ++token;
