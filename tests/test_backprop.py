@@ -32,7 +32,7 @@ def rel_error(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def sampled_central_differences(
-    loss, array: np.ndarray, rng: np.random.Generator
+    loss, array: np.ndarray, rng: np.random.Generator, leave_out_ties: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """(flat indices, (L(a + h) - L(a - h)) / 2h at them) for a few elements of a float64 array
     (changed in place and restored).
@@ -42,7 +42,11 @@ def sampled_central_differences(
     their mean (the backward pass gives the subgradient 0, as every framework does).
     """
     flat = array.reshape(-1)
-    allowed = np.flatnonzero(flat != 0.0)
+    keep = flat != 0.0
+    if leave_out_ties:  # values that occur twice: see tests/test_gradients_api.central_differences
+        values, counts = np.unique(flat, return_counts=True)
+        keep &= ~np.isin(flat, values[counts > 1])
+    allowed = np.flatnonzero(keep)
     if allowed.size == 0:
         return allowed, np.zeros(0)
     picks = rng.choice(allowed, size=min(SAMPLES, allowed.size), replace=False)

@@ -24,7 +24,7 @@ from app.storage.model_files import spec_to_dict
 from app.web import render
 from tests import reference as ref
 from tests.conftest import WORKED_EXAMPLE, client_for, encode, random_pixels
-from tests.test_backprop import SAMPLES, STEP, ref_loss, rel_error
+from tests.test_backprop import ref_loss, rel_error, sampled_central_differences
 
 pytestmark = pytest.mark.anyio
 API = "/api/v1"
@@ -75,20 +75,7 @@ def central_differences(
     max over two equal cells is a kink whose one-sided slopes differ (a central difference gives
     their mean, backprop the subgradient of the first maximum), like a relu's 0.
     Returns (flat indices, (L(a + h) - L(a - h)) / 2h at them); `array` is restored."""
-    flat = array.reshape(-1)
-    values, counts = np.unique(flat, return_counts=True)
-    allowed = np.flatnonzero((flat != 0.0) & ~np.isin(flat, values[counts > 1]))
-    picks = rng.choice(allowed, size=min(SAMPLES, allowed.size), replace=False)
-    numeric = []
-    for i in picks:
-        old = flat[i]
-        flat[i] = old + STEP
-        up = loss()
-        flat[i] = old - STEP
-        down = loss()
-        flat[i] = old
-        numeric.append((up - down) / (2 * STEP))
-    return picks, np.array(numeric)
+    return sampled_central_differences(loss, array, rng, leave_out_ties=True)
 
 
 async def forward(client, body: dict, png: bytes) -> dict:
