@@ -85,8 +85,8 @@ docs: $(VENV)/.installed-run
 	$(BIN)/python docs/settings_table.py
 
 bench: $(VENV)/.installed-bench
-	$(BIN)/python -m tests.bench.run
-	$(BIN)/python -m tests.bench.bench_training
+	$(BIN)/python -m tests.bench.run --unset-openblas-env
+	$(BIN)/python -m tests.bench.bench_training --unset-openblas-env
 
 # This working tree against an earlier commit, side by side: make bench-compare BEFORE=efdf03d
 bench-compare: $(VENV)/.installed-bench

@@ -558,8 +558,8 @@ class DenseLayer(Layer):
 
     weights : ndarray of shape (U, D)
     bias    : ndarray of shape (U,)
-    With softmax the output is the probabilities; `logits` holds z of the last forward, which
-    the cross-entropy loss differentiates directly (backward_logits).
+    With softmax the output is the probabilities and `logits` holds z of the last forward,
+    which the cross-entropy loss differentiates directly (backward_logits).
     """
 
     type: ClassVar[str] = "dense"
@@ -590,11 +590,11 @@ class DenseLayer(Layer):
         x = x.astype(w.dtype, copy=False)
         z = x @ w.T  # (N, U)
         z += b
-        self.logits = z
         y = z
         if self.activation == "relu":
             y = relu_(z) if z.dtype == np.float32 else np.maximum(z, 0, out=z)
         elif self.activation == "softmax":
+            self.logits = z  # only a softmax layer has logits apart from its output
             y = softmax(z)
         self._cache = (x, y)
         return y
